@@ -1,0 +1,13 @@
+"""`interp <command>`: each command parses options into a config and calls one library function.
+
+Commands live beside the code they drive; this module only assembles the app.
+"""
+
+import typer
+
+app = typer.Typer(
+    name="interp",
+    help="Mechanistic interpretability toolkit: capture, SAEs, patching, steering.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
