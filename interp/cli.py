@@ -11,3 +11,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+from interp.organism.cli import app as organism_app  # noqa: E402
+
+app.add_typer(organism_app, name="organism")

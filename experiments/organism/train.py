@@ -1,0 +1,149 @@
+"""Train the embedded default model (the "model organism") from scratch, reproducibly.
+
+    python experiments/organism/train.py --out experiments/organism/out
+
+Seeded end to end. Prints the token count, time and device; writes the HF-format model folder
+(fp32) to `<out>/model`, `<out>/loss.html` (loss curve) and `<out>/log.json`. `ship.py` then
+converts `<out>/model` to fp16 into `interp/organism/weights/`.
+"""
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from interp.organism.corpus import iter_documents
+from interp.organism.tokenizer import train_tokenizer
+
+
+def model_config(vocab_size: int) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=16,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        rope_theta=10_000.0,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+
+
+def pack_contexts(docs, tokenizer, n_ctx: int, ctx_len: int) -> torch.Tensor:
+    """[n_ctx, ctx_len]: BOS, then whole documents separated by EOS; the last one is cut."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    out = torch.empty(n_ctx, ctx_len, dtype=torch.long)
+    for i in range(n_ctx):
+        ids = [bos]
+        while len(ids) < ctx_len:
+            ids += tokenizer(next(docs), add_special_tokens=False)["input_ids"] + [eos]
+        out[i] = torch.tensor(ids[:ctx_len])
+    return out
+
+
+def random_repeats(n_ctx: int, ctx_len: int, vocab: int, gen: torch.Generator) -> torch.Tensor:
+    """[n_ctx, ctx_len]: BOS, then random token sequences each followed by a copy (induction)."""
+    out = torch.empty(n_ctx, ctx_len, dtype=torch.long)
+    for i in range(n_ctx):
+        parts = [torch.zeros(1, dtype=torch.long)]
+        n = 1
+        while n < ctx_len:
+            length = int(torch.randint(8, 49, (1,), generator=gen))
+            seq = torch.randint(3, vocab, (length,), generator=gen)
+            parts += [seq, seq]
+            n += 2 * length
+        out[i] = torch.cat(parts)[:ctx_len]
+    return out
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(args) -> dict:
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(vocab_size=args.vocab, seed=args.seed)
+    model = LlamaForCausalLM(model_config(len(tokenizer))).to(args.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    docs = iter_documents("train", seed=args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    n_rand = round(args.batch * args.repeat_frac)
+    log, t0, tokens = [], time.time(), 0
+    print(f"device={args.device} params={n_params:,} vocab={len(tokenizer)}", flush=True)
+    for step in range(args.steps):
+        batch = torch.cat(
+            [
+                pack_contexts(docs, tokenizer, args.batch - n_rand, args.ctx_len),
+                random_repeats(n_rand, args.ctx_len, len(tokenizer), gen),
+            ]
+        ).to(args.device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        loss = model(batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += batch.numel()
+        if step % 25 == 0 or step == args.steps - 1:
+            elapsed = time.time() - t0
+            log.append({"step": step, "tokens": tokens, "loss": loss.item(), "time_s": elapsed})
+            print(f"step {step} tokens {tokens:,} loss {loss.item():.4f} "
+                  f"{tokens / elapsed:,.0f} tok/s", flush=True)
+        if args.save_every and step and step % args.save_every == 0:
+            model.save_pretrained(out / "model")
+            tokenizer.save_pretrained(out / "model")
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    summary = {
+        "device": args.device, "params": n_params, "tokens": tokens,
+        "time_s": time.time() - t0, "final_loss": log[-1]["loss"], "args": vars(args),
+    }
+    (out / "log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1))
+    fig = go.Figure(go.Scatter(x=[r["tokens"] for r in log], y=[r["loss"] for r in log]))
+    fig.update_layout(title="Model organism training loss", xaxis_title="tokens",
+                      yaxis_title="cross-entropy (nats)")
+    fig.write_html(out / "loss.html", include_plotlyjs="cdn")
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="experiments/organism/out")
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--batch", type=int, default=16, help="contexts per step")
+    p.add_argument("--ctx-len", type=int, default=128)
+    p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--repeat-frac", type=float, default=0.125,
+                   help="fraction of contexts that are random-token repeats (induction)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
