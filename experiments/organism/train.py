@@ -16,7 +16,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from interp.organism.corpus import iter_documents
 from interp.organism.tokenizer import train_tokenizer
@@ -80,8 +80,14 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "model").mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(vocab_size=args.vocab, seed=args.seed)
-    model = LlamaForCausalLM(model_config(len(tokenizer))).to(args.device)
+    if args.init_from:  # continue training a saved organism (same tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        model = model.to(args.device)
+    else:
+        tokenizer = train_tokenizer(vocab_size=args.vocab, seed=args.seed)
+        model = LlamaForCausalLM(model_config(len(tokenizer))).to(args.device)
+    model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     docs = iter_documents("train", seed=args.seed)
@@ -89,7 +95,7 @@ def train(args) -> dict:
     n_rand = round(args.batch * args.repeat_frac)
     log, t0, tokens = [], time.time(), 0
     print(f"device={args.device} params={n_params:,} vocab={len(tokenizer)}", flush=True)
-    for step in range(args.steps):
+    for step in range(args.stop_after or args.steps):
         batch = torch.cat(
             [
                 pack_contexts(docs, tokenizer, args.batch - n_rand, args.ctx_len),
@@ -138,7 +144,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--repeat-frac", type=float, default=0.125,
                    help="fraction of contexts that are random-token repeats (induction)")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop after this many steps, keeping the --steps LR schedule")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None, help="HF folder of an organism to keep training")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
