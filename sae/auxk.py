@@ -1,0 +1,38 @@
+"""AuxK, the auxiliary loss of TopK SAEs against dead latents (Gao et al. 2024, appendix A.2)."""
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from sae.sparse import dense_from_sparse, sparse_decode
+
+
+def auxk_loss(
+    pre_acts: Float[Tensor, "n d_sae"],
+    residual: Float[Tensor, "n d_in"],
+    dead_mask: Bool[Tensor, " d_sae"] | None,
+    W_dec: Float[Tensor, "d_sae d_in"],
+    aux_k: int,
+    sparse: bool,
+) -> Float[Tensor, ""]:
+    """scale * mean_n ||e_n - e_hat_n||^2, the dead latents' reconstruction of the error.
+
+    e = x - x_hat is the main reconstruction's error (detached). e_hat = relu(z) @ W_dec, no bias,
+    where z keeps, per token, the k_aux = min(aux_k, n_dead) largest pre-activations among dead
+    latents. scale = min(n_dead / aux_k, 1) shrinks the loss while few latents are dead (as
+    SAELens). The ReLU matches the TopK activation (as EleutherAI's sparsify); SAELens uses the
+    raw pre-activations. Returns 0 with no dead latents.
+    """
+    n_dead = 0 if dead_mask is None else int(dead_mask.sum())
+    if n_dead == 0:
+        return pre_acts.new_zeros(())
+    k_aux = min(aux_k, n_dead)
+    scale = min(n_dead / aux_k, 1.0)
+    masked = pre_acts.masked_fill(~dead_mask, -torch.inf)
+    values, indices = masked.topk(k_aux, dim=-1, sorted=False)
+    values = values.relu()
+    if sparse:
+        e_hat = sparse_decode(indices, values, W_dec)
+    else:
+        e_hat = dense_from_sparse(indices, values, W_dec.shape[0]) @ W_dec
+    return scale * (e_hat - residual.detach().to(e_hat.dtype)).pow(2).sum(-1).mean()

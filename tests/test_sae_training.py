@@ -1,0 +1,184 @@
+"""The trainer: stream contract, multi-SAE runs, checkpoints, resume after signals, NaN stop.
+
+Resumed runs are compared with uninterrupted runs of the same seed; on one CPU thread the
+same operations run in the same order, so they agree to float rounding (asserted at 1e-6).
+"""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from sae import NonFiniteLossError, SAEConfig, TrainConfig, build_sae, load_sae, resume, train
+from sae.checkpoint import latest_checkpoint
+
+D_IN, D_SAE, BATCH, STEPS = 16, 64, 64, 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def batch_at(i: int, seed: int = 0) -> torch.Tensor:
+    """Batch i of a deterministic stream: anisotropic, offset activations with some outliers."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+    scale = torch.linspace(0.2, 3.0, D_IN)
+    return 5.0 * torch.randn(BATCH, D_IN, generator=g) * scale + 2.0
+
+
+def factory(nan_at: int | None = None):
+    """make_batches(skip_tokens) for two SAEs reading different hooks."""
+
+    def make_batches(skip_tokens: int):
+        i = skip_tokens // BATCH
+        while True:
+            x = batch_at(i)
+            if i == nan_at:
+                x = x.clone()
+                x[3, 2] = float("nan")
+            yield {"blocks.0.hook_resid_post": x, "blocks.1.hook_resid_post": x.flip(-1) * 0.1}
+            i += 1
+
+    return make_batches
+
+
+def sae_cfgs():
+    return {
+        "blocks.0.hook_resid_post": SAEConfig(
+            arch="batchtopk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu",
+            hook_name="blocks.0.hook_resid_post",
+        ),
+        "blocks.1.hook_resid_post": SAEConfig(
+            arch="jumprelu", d_in=D_IN, d_sae=D_SAE, device="cpu",
+            hook_name="blocks.1.hook_resid_post",
+        ),
+    }  # fmt: skip
+
+
+def train_cfg(**kw):
+    base = dict(
+        total_tokens=BATCH * STEPS, batch_tokens=BATCH, lr=3e-3, lr_warmup_steps=2,
+        dead_tokens_window=2 * BATCH, checkpoint_every=0, norm_estimation_batches=2,
+    )  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def assert_same_saes(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        for (n, p), q in zip(
+            a[name].state_dict().items(), b[name].state_dict().values(), strict=True
+        ):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6, msg=f"{name}.{n}")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """An uninterrupted run, plus every step's metrics."""
+    log = []
+    result = train(sae_cfgs(), train_cfg(), factory(), on_step=lambda s, t, m: log.append(m))
+    return result, log
+
+
+def test_uninterrupted_run_reports_metrics(reference):
+    result, log = reference
+    assert result.steps == STEPS and result.tokens_seen == STEPS * BATCH and len(log) == STEPS
+    keys = {"loss", "mse", "sparsity", "auxk", "l0", "explained_variance", "dead_fraction", "lr"}
+    assert all(set(m) == keys for step in log for m in step.values())
+    btk = [m["blocks.0.hook_resid_post"] for m in log]
+    assert all(
+        m["l0"] == pytest.approx(4.0) for m in btk
+    )  # batch top-k keeps k per token on average
+    assert any(m["auxk"] > 0 for m in btk)  # the small dead window makes AuxK run
+    assert btk[-1]["explained_variance"] > btk[0]["explained_variance"]
+    assert [m["lr"] for m in btk[:3]] == pytest.approx([1.5e-3, 3e-3, 3e-3])
+    factors = result.norm_scaling_factors
+    first_two = torch.cat([batch_at(0), batch_at(1)])
+    expected = D_IN**0.5 / first_two.norm(dim=-1).mean().item()
+    assert factors["blocks.0.hook_resid_post"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_sigint_checkpoints_then_resume_matches(tmp_path, reference):
+    def interrupt(step, tokens, metrics):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sae_cfgs(), train_cfg(), factory(), run_dir=tmp_path, on_step=interrupt)
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt.name == "step_00000004"
+    meta = json.loads((ckpt / "trainer.json").read_text())
+    assert meta["tokens_seen"] == 4 * BATCH and meta["sae_names"] == list(sae_cfgs())
+    result = resume(tmp_path, factory())
+    assert result.steps == STEPS
+    assert_same_saes(result.saes, reference[0].saes)
+    # The final SAELens folders hold the same (folded) SAEs.
+    for name, sae in result.saes.items():
+        loaded = load_sae(tmp_path / "saes" / name)
+        x = batch_at(99)
+        torch.testing.assert_close(loaded(x), sae(x), atol=1e-5, rtol=1e-5)
+
+
+def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, reference):
+    with pytest.raises(NonFiniteLossError, match=r"step 6 .*step_00000004") as info:
+        train(sae_cfgs(), train_cfg(checkpoint_every=2), factory(nan_at=5), run_dir=tmp_path)
+    assert info.value.step == 6
+    assert latest_checkpoint(tmp_path).name == "step_00000004"
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert kept == ["step_00000002", "step_00000004"]  # keep_checkpoints=2
+    result = resume(tmp_path, factory())  # the clean stream continues from token 4 * BATCH
+    assert_same_saes(result.saes, reference[0].saes)
+
+
+def test_sigterm_with_plain_iterable_single_sae(tmp_path):
+    cfg = SAEConfig(arch="topk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu")
+    batches = [batch_at(i) for i in range(STEPS)]
+    plain = train(cfg, train_cfg(), batches)
+    assert list(plain.saes) == ["sae"]
+
+    def terminate(step, tokens, metrics):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as info:
+        train(cfg, train_cfg(), batches, run_dir=tmp_path, on_step=terminate)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert latest_checkpoint(tmp_path).name == "step_00000007"
+    resumed = resume(tmp_path, batches)  # a plain iterable is fast-forwarded by skipping
+    assert_same_saes(resumed.saes, plain.saes)
+
+
+def test_stream_errors_are_readable(tmp_path):
+    cfg = SAEConfig(arch="relu", d_in=D_IN, d_sae=D_SAE, device="cpu")
+    with pytest.raises(ValueError, match="ran out after 192 tokens"):
+        train(cfg, train_cfg(), [batch_at(i) for i in range(3)])
+    with pytest.raises(ValueError, match="expected the global batch"):
+        train(cfg, train_cfg(), [batch_at(0)[:10]] * STEPS)
+    with pytest.raises(ValueError, match="lacks"):
+        train({"a": cfg, "b": cfg}, train_cfg(), [{"a": batch_at(0)}] * STEPS)
+    with pytest.raises(ValueError, match="only one SAE"):
+        train({"a": cfg, "b": cfg}, train_cfg(), [batch_at(0)] * STEPS)
+    train(cfg, train_cfg(total_tokens=BATCH, lr_warmup_steps=0), [batch_at(0)], run_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, train_cfg(), [batch_at(0)] * STEPS, run_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resume(tmp_path / "elsewhere", [])
+
+
+def test_batches_with_leading_dims_and_raw_space_result():
+    module = build_sae(SAEConfig(arch="relu", d_in=D_IN, d_sae=D_SAE, device="cpu"), seed=0)
+    batches = [batch_at(i).reshape(4, BATCH // 4, D_IN) for i in range(STEPS)]
+    result = train(module, train_cfg(), batches)  # a module is trained in place
+    s = result.norm_scaling_factors["sae"]
+    first_two = torch.cat([b.reshape(-1, D_IN) for b in batches[:2]])
+    assert s == pytest.approx(D_IN**0.5 / first_two.norm(dim=-1).mean().item(), rel=1e-6)
+    # The returned SAE has the factor folded in: folded(x) == trained(x * s) / s.
+    x = batch_at(50)
+    torch.testing.assert_close(result.saes["sae"](x), module(x * s) / s, atol=1e-5, rtol=1e-5)
+    assert result.saes["sae"] is not module
