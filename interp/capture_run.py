@@ -1,0 +1,287 @@
+"""`capture_to_disk(cfg)`: capture activations from a text source into a sharded cache folder.
+
+The run is a plan of shards: shard i holds contexts [i * S, (i + 1) * S) of the packed text
+stream, S = `shard_tokens // ctx_len`, each computed in forward passes of `batch_size` contexts
+that start at the shard's first context. The stream is deterministic, so a resumed capture
+re-reads the text, skips the contexts of shards already on disk (checked against the
+manifest's sha256) and writes the rest byte for byte as an uninterrupted run would have.
+"""
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Self
+
+import torch
+
+from interp import activation_cache as ac
+from interp.capture import check_per_token, recording
+from interp.data import batched, check_source, iter_contexts, iter_texts
+from interp.errors import CacheError, InterpError
+from interp.hooks import check_hook_names, site_hook_name
+
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+RESUMABLE_CHANGES = ("tokens", "resume", "out")
+"""Config fields that may differ when resuming: everything else fixes the data and its order."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Options of `interp capture`, saved as the cache's `cfg.json`."""
+
+    model: str = "default"
+    """'default' (the embedded model), a local HF model folder, or a hub name."""
+    layer: tuple[int, ...] = ()
+    """Block indices to capture at `site` (repeat the option for several layers)."""
+    site: str = "resid_post"
+    """Hook site inside each block given by `layer`, e.g. resid_post, mlp_out, attn.hook_z."""
+    hook: tuple[str, ...] = ()
+    """Full hook names to capture as well, e.g. blocks.3.hook_mlp_out (repeatable)."""
+    dataset: str = "default"
+    """'default' (the embedded corpus), a local .txt/.jsonl/.parquet file, or a hub dataset."""
+    split: str = "train"
+    """Split of the embedded corpus (train/heldout) or of a hub dataset."""
+    text_field: str = "text"
+    """Field (.jsonl, hub) or column (.parquet) holding the text."""
+    ctx_len: int = 128
+    """Tokens per context, BOS included."""
+    tokens: int = 1_000_000
+    """Tokens to capture, rounded up to whole contexts."""
+    batch_size: int = 32
+    """Contexts per forward pass."""
+    shard_tokens: int = 65_536
+    """Tokens per shard file, rounded down to whole contexts (at least one)."""
+    device: str = "auto"
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
+    dtype: DtypeName = "auto"
+    """Model and activation dtype; 'auto' is bfloat16 on GPU, float32 on CPU."""
+    seed: int = 0
+    """Seed of the embedded corpus stream."""
+    out: str = "acts"
+    """Output folder of the cache."""
+    resume: bool = False
+    """Continue an interrupted capture in `out` (same options; `tokens` may grow)."""
+
+    def __post_init__(self) -> None:
+        for name in ("ctx_len", "tokens", "batch_size", "shard_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.ctx_len < 2:
+            raise InterpError(f"ctx_len must be at least 2 (BOS plus text), got {self.ctx_len}")
+        if not self.layer and not self.hook:
+            raise InterpError("nothing to capture: give a layer (with a site) or a hook name")
+        valid = DtypeName.__args__  # type: ignore[attr-defined]
+        if self.dtype not in valid:
+            raise InterpError(f"dtype must be one of {valid}, got {self.dtype!r}")
+
+    @property
+    def n_contexts(self) -> int:
+        return math.ceil(self.tokens / self.ctx_len)
+
+    @property
+    def shard_contexts(self) -> int:
+        return max(1, self.shard_tokens // self.ctx_len)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise InterpError(f"unknown CaptureConfig fields {unknown}; valid: {sorted(fields)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class CaptureResult(NamedTuple):
+    """What one call wrote; `tokens_per_s` counts only the shards computed in this call."""
+
+    out: Path
+    n_tokens: int
+    n_shards: int
+    shards_written: int
+    shards_skipped: int
+    seconds: float
+    tokens_per_s: float
+    exhausted: bool
+    """True when the dataset ended before `tokens` were captured (the cache holds fewer)."""
+
+
+Progress = Callable[[int, int], None]
+"""progress(tokens_done, tokens_total), called after every forward pass."""
+
+
+def hook_names(model: Any, cfg: CaptureConfig) -> list[str]:
+    """The checked hook names of a config: layer x site first, then the full names."""
+    names = [site_hook_name(model, layer, cfg.site) for layer in cfg.layer] + list(cfg.hook)
+    return check_hook_names(model, names)
+
+
+def _check_out(cfg: CaptureConfig) -> dict[str, Any] | None:
+    """The manifest to resume from, or None for a fresh capture; errors for a bad `out`."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CacheError(f"--out {cfg.out!r} is a file; give a folder")
+    if not (out / ac.MANIFEST).is_file():
+        # cfg.json and hidden temporaries are what a capture leaves before its first shard.
+        foreign = [p.name for p in out.glob("*") if p.name != "cfg.json" and p.name[0] != "."]
+        if foreign:
+            raise CacheError(
+                f"--out {cfg.out!r} is not empty and holds no activation cache "
+                f"(found {sorted(foreign)[:5]}); choose an empty or new folder"
+            )
+        return None
+    if not cfg.resume:
+        raise CacheError(
+            f"--out {cfg.out!r} already holds an activation cache; pass --resume to continue "
+            "it or choose another folder"
+        )
+    manifest = ac.read_manifest(out)
+    saved, asked = manifest["config"], cfg.to_dict()
+    changed = [k for k in asked if k not in RESUMABLE_CHANGES and saved.get(k) != asked[k]]
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {asked[k]!r}" for k in changed)
+        raise CacheError(f"cannot resume {cfg.out!r} with other options ({diff})")
+    return manifest
+
+
+def _manifest(
+    cfg: CaptureConfig, model: Any, hooks: list[str], shapes: dict, shards: list, complete: bool
+) -> dict[str, Any]:
+    from interp.models import model_id
+
+    n_contexts = sum(s["n_contexts"] for s in shards)
+    return {
+        "format": ac.FORMAT,
+        "version": ac.VERSION,
+        "model": model_id(cfg.model),
+        "hooks": hooks,
+        "shapes": shapes,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "ctx_len": cfg.ctx_len,
+        "bos_token_id": model.tokenizer.bos_token_id,
+        "n_contexts": n_contexts,
+        "n_tokens": n_contexts * cfg.ctx_len,
+        "complete": complete,
+        "shard_contexts": cfg.shard_contexts,
+        "shards": shards,
+        "config": cfg.to_dict(),
+    }
+
+
+def _shard_is_done(out: Path, done: dict[str, Any] | None, n_contexts: int) -> bool:
+    return (
+        done is not None
+        and done["n_contexts"] == n_contexts
+        and (out / done["file"]).is_file()
+        and ac.sha256_file(out / done["file"]) == done["sha256"]
+    )
+
+
+def _compute_shard(
+    model: Any, contexts: torch.Tensor, hooks: list[str], batch_size: int, on_batch: Callable
+) -> dict[str, torch.Tensor]:
+    parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    with recording(model, hooks) as run:
+        for tokens in batched(iter(contexts), batch_size):
+            acts = check_per_token(run(tokens), tokens)
+            for h in hooks:
+                parts[h].append(acts[h].cpu())
+            on_batch(tokens.numel())
+    return {ac.TOKENS_KEY: contexts, **{h: torch.cat(parts[h]) for h in hooks}}
+
+
+def _next_contexts(contexts: Iterator[torch.Tensor], n: int) -> torch.Tensor | None:
+    taken = [c for _, c in zip(range(n), contexts, strict=False)]
+    return torch.stack(taken) if taken else None
+
+
+def capture_to_disk(cfg: CaptureConfig, progress: Progress | None = None) -> CaptureResult:
+    """Capture `cfg.tokens` tokens of activations into the cache folder `cfg.out`.
+
+    Everything is checked (model, hook names, dataset, the state of `out`) before the folder
+    is created, so bad input leaves no files behind.
+    """
+    from interp.models import load_model
+
+    resume_from = _check_out(cfg)
+    check_source(cfg.dataset, split=cfg.split, text_field=cfg.text_field)
+    model = load_model(cfg.model, cfg.device, cfg.dtype)
+    hooks = hook_names(model, cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ac.remove_stale_temporaries(out)
+    ac.atomic_write_text(out / "cfg.json", json.dumps(cfg.to_dict(), indent=2))
+    return _run_shards(cfg, model, hooks, resume_from, progress or (lambda done, total: None))
+
+
+def _run_shards(
+    cfg: CaptureConfig, model: Any, hooks: list[str], resume_from: dict | None, progress: Progress
+) -> CaptureResult:
+    out, total = Path(cfg.out), cfg.n_contexts * cfg.ctx_len
+    old = resume_from["shards"] if resume_from else []
+    shapes: dict[str, list[int]] = resume_from["shapes"] if resume_from else {}
+    texts = iter_texts(cfg.dataset, split=cfg.split, seed=cfg.seed, text_field=cfg.text_field)
+    contexts = iter_contexts(texts, model.tokenizer, cfg.ctx_len)
+    shards: list[dict[str, Any]] = []
+    done, written, computed, seconds = 0, 0, 0, 0.0
+    live = 0  # tokens done, counted batch by batch inside a shard
+
+    def on_batch(n_tokens: int) -> None:
+        nonlocal live
+        live += n_tokens
+        progress(live, total)
+
+    while (remaining := cfg.n_contexts - sum(s["n_contexts"] for s in shards)) > 0:
+        index = len(shards)
+        batch = _next_contexts(contexts, min(cfg.shard_contexts, remaining))
+        if batch is None:
+            break
+        entry = old[index] if index < len(old) else None
+        if not _shard_is_done(out, entry, len(batch)):
+            start = time.perf_counter()
+            tensors = _compute_shard(model, batch, hooks, cfg.batch_size, on_batch)
+            shapes = {h: list(tensors[h].shape[2:]) for h in hooks}
+            sha = ac.write_shard(out / ac.shard_name(index), tensors)
+            entry = {"file": ac.shard_name(index), "n_contexts": len(batch), "sha256": sha}
+            seconds += time.perf_counter() - start
+            written, computed = written + 1, computed + batch.numel()
+        shards.append(entry)
+        done += batch.numel()
+        live = done
+        progress(done, total)
+        # Old entries past this one stay listed, so a second crash does not forget them.
+        manifest = _manifest(cfg, model, hooks, shapes, shards + old[index + 1 :], complete=False)
+        ac.atomic_write_text(out / ac.MANIFEST, json.dumps(manifest, indent=1))
+    return _finish(cfg, model, hooks, shapes, shards, (written, computed, seconds))
+
+
+def _finish(
+    cfg: CaptureConfig, model: Any, hooks: list[str], shapes: dict, shards: list, work: tuple
+) -> CaptureResult:
+    written, computed, seconds = work
+    out = Path(cfg.out)
+    for stale in sorted(out.glob("shard_*.safetensors"))[len(shards) :]:
+        stale.unlink()  # left by an earlier run that planned more shards
+    manifest = _manifest(cfg, model, hooks, shapes, shards, complete=True)
+    ac.atomic_write_text(out / ac.MANIFEST, json.dumps(manifest, indent=1))
+    result = CaptureResult(
+        out=out,
+        n_tokens=manifest["n_tokens"],
+        n_shards=len(shards),
+        shards_written=written,
+        shards_skipped=len(shards) - written,
+        seconds=seconds,
+        tokens_per_s=computed / seconds if seconds else 0.0,
+        exhausted=manifest["n_contexts"] < cfg.n_contexts,
+    )
+    metrics = {k: (str(v) if isinstance(v, Path) else v) for k, v in result._asdict().items()}
+    ac.atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return result

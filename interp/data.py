@@ -1,0 +1,216 @@
+"""Text sources, tokenisation and packing into fixed-length contexts.
+
+Sources (`iter_texts(source)`):
+- ``"default"``: the embedded corpus, `interp.organism.corpus.iter_documents(split, seed)`, an
+  endless deterministic stream of short documents.
+- a local ``.txt`` file: one document per paragraph, paragraphs separated by blank lines (a
+  file without blank lines is one document; line breaks inside a paragraph are kept).
+- a local ``.jsonl`` file: one JSON object per line, the document in its `text_field`.
+- a local ``.parquet`` file: the document in column `text_field`.
+- anything else: a HuggingFace dataset name, streamed with `datasets.load_dataset`.
+
+Packing (`pack_contexts`): documents are tokenised in batches with the fast tokenizer, without
+special tokens, joined with EOS after every document, and cut into contexts of `ctx_len` tokens;
+when the tokenizer has a BOS token, every context is BOS followed by `ctx_len - 1` text tokens
+(so position 0 is always BOS). The incomplete tail is dropped. Everything is deterministic: the
+same source, seed and tokenizer give the same contexts.
+"""
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from interp.errors import DataError, OfflineError
+
+FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
+DOCS_PER_CALL = 512
+"""Documents per batched tokenizer call; large enough to amortise the call, small enough to
+keep the first context quick."""
+
+
+def _txt_documents(path: Path) -> Iterator[str]:
+    paragraph: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                paragraph.append(line.rstrip("\n"))
+            elif paragraph:
+                yield "\n".join(paragraph)
+                paragraph = []
+    if paragraph:
+        yield "\n".join(paragraph)
+
+
+def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number} is not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict) or text_field not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise DataError(
+                    f"{path}:{number} has no {text_field!r} field (it has {keys}); "
+                    "pass the right field name as text_field (--text-field)"
+                )
+            yield row[text_field]
+
+
+def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    columns = file.schema_arrow.names
+    if text_field not in columns:
+        raise DataError(
+            f"{path} has no column {text_field!r} (columns: {columns}); pass the right "
+            "column name as text_field (--text-field)"
+        )
+    for batch in file.iter_batches(columns=[text_field], batch_size=1024):
+        yield from batch.column(0).to_pylist()
+
+
+def _hub_documents(name: str, split: str, text_field: str) -> Iterator[str]:
+    import datasets
+
+    hint = (
+        f"could not load dataset {name!r} from the hub; no network, or no such dataset — pass "
+        f"a local {', '.join(FILE_SUFFIXES)} file or 'default' (the embedded corpus)"
+    )
+    try:
+        rows = iter(datasets.load_dataset(name, split=split, streaming=True))
+        first = next(rows)
+    except (OSError, ConnectionError) as err:  # datasets raises ConnectionError when offline
+        raise OfflineError(f"{hint} ({err})") from err
+    except StopIteration:
+        return
+    for row in itertools.chain([first], rows):
+        if text_field not in row:
+            raise DataError(f"dataset {name!r} rows have no field {text_field!r} ({sorted(row)})")
+        yield row[text_field]
+
+
+def _embedded_documents(split: str, seed: int) -> Iterator[str]:
+    from interp.organism.corpus import iter_documents
+
+    if split not in ("train", "heldout"):
+        raise DataError(f"the embedded corpus has splits 'train' and 'heldout', not {split!r}")
+    return iter_documents(split=split, seed=seed)
+
+
+def _file_documents(path: Path, split: str, text_field: str) -> Iterator[str]:
+    if split != "train":
+        raise DataError(f"a local file has no splits; split={split!r} applies only to datasets")
+    if not path.is_file():
+        raise DataError(f"dataset file {str(path)!r} does not exist")
+    if path.suffix == ".txt":
+        return _txt_documents(path)
+    if path.suffix == ".jsonl":
+        return _jsonl_documents(path, text_field)
+    return _parquet_documents(path, text_field)
+
+
+def is_local_source(source: str) -> bool:
+    """True when `source` names a local file (by suffix or because it exists)."""
+    return source.endswith(FILE_SUFFIXES) or Path(source).exists()
+
+
+def iter_texts(
+    source: str = "default", *, split: str = "train", seed: int = 0, text_field: str = "text"
+) -> Iterator[str]:
+    """Documents from `source` (see the module docstring), in a deterministic order.
+
+    `seed` picks the embedded corpus's stream; files and hub datasets are read in their order.
+    """
+    if source == "default":
+        return _embedded_documents(split, seed)
+    if is_local_source(source):
+        path = Path(source).expanduser()
+        if path.suffix not in FILE_SUFFIXES:
+            raise DataError(
+                f"unknown dataset file type {path.suffix!r} for {source!r}; "
+                f"valid: {', '.join(FILE_SUFFIXES)}"
+            )
+        return _file_documents(path, split, text_field)
+    return _hub_documents(source, split, text_field)
+
+
+def check_source(source: str, *, split: str = "train", text_field: str = "text") -> None:
+    """Read the first document of `source`, so that a bad source fails before any work."""
+    texts = iter_texts(source, split=split, text_field=text_field)
+    if next(texts, None) is None:
+        raise DataError(f"dataset {source!r} holds no documents")
+
+
+def special_ids(tokenizer: Any) -> tuple[int | None, int | None]:
+    """(BOS id, EOS id) of a tokenizer; None where it has no such token."""
+    return tokenizer.bos_token_id, tokenizer.eos_token_id
+
+
+def pack_contexts(
+    texts: Iterable[str], tokenizer: Any, ctx_len: int, docs_per_call: int = DOCS_PER_CALL
+) -> Iterator[Int[Tensor, "n ctx_len"]]:
+    """Pack documents into contexts, yielded as `[n, ctx_len]` int64 chunks (n varies)."""
+    bos, eos = special_ids(tokenizer)
+    body = ctx_len - (bos is not None)
+    if body < 1:
+        raise DataError(f"ctx_len={ctx_len} leaves no room for text after BOS; use ctx_len >= 2")
+    carry: list[int] = []
+    texts = iter(texts)
+    while docs := [t for t in itertools.islice(texts, docs_per_call) if t]:
+        encoded = tokenizer(
+            docs, add_special_tokens=False, return_attention_mask=False, verbose=False
+        )["input_ids"]
+        for ids in encoded:
+            carry.extend(ids)
+            if eos is not None:
+                carry.append(eos)
+        n = len(carry) // body
+        if n == 0:
+            continue
+        chunk = torch.tensor(carry[: n * body], dtype=torch.long).view(n, body)
+        carry = carry[n * body :]
+        if bos is not None:
+            chunk = torch.cat([torch.full((n, 1), bos, dtype=torch.long), chunk], dim=1)
+        yield chunk
+
+
+def iter_contexts(
+    texts: Iterable[str], tokenizer: Any, ctx_len: int
+) -> Iterator[Int[Tensor, " ctx_len"]]:
+    """The packed contexts one by one."""
+    for chunk in pack_contexts(texts, tokenizer, ctx_len):
+        yield from chunk
+
+
+def batched(
+    contexts: Iterable[Int[Tensor, " ctx_len"]], batch_size: int
+) -> Iterator[Int[Tensor, "batch ctx_len"]]:
+    """Stack contexts into batches of `batch_size`; the last batch may be smaller."""
+    contexts = iter(contexts)
+    while batch := list(itertools.islice(contexts, batch_size)):
+        yield torch.stack(batch)
+
+
+def context_batches(
+    tokenizer: Any,
+    source: str = "default",
+    ctx_len: int = 128,
+    batch_size: int = 32,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    text_field: str = "text",
+) -> Iterator[Int[Tensor, "batch ctx_len"]]:
+    """Batches of packed contexts from a source: the usual input of `interp.capture`."""
+    texts = iter_texts(source, split=split, seed=seed, text_field=text_field)
+    return batched(iter_contexts(texts, tokenizer, ctx_len), batch_size)

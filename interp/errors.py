@@ -1,0 +1,30 @@
+"""The toolkit's exceptions: bad input that the user can fix, each with a message that says what
+was wrong, what is valid and what to do next.
+
+All derive from `InterpError`, itself a `ValueError`, so the CLI can print them as one clean line
+instead of a traceback, and callers that already catch `ValueError` keep working.
+"""
+
+
+class InterpError(ValueError):
+    """Bad input to the toolkit; the message is meant for the user, not the developer."""
+
+
+class ModelLoadError(InterpError):
+    """A model spec that names no loadable model (missing folder, missing embedded weights)."""
+
+
+class OfflineError(InterpError):
+    """A hub model or dataset was asked for, but the hub could not be reached."""
+
+
+class HookNameError(InterpError):
+    """An unknown hook name, site or out-of-range layer."""
+
+
+class DataError(InterpError):
+    """A text source that cannot be read (missing file, unknown format, missing field)."""
+
+
+class CacheError(InterpError):
+    """An activation cache that is missing, corrupt, or captured with other settings."""

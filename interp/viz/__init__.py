@@ -1,0 +1,1 @@
+"""Plotly figures. Functions here return figures; callers show them or write HTML."""

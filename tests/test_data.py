@@ -1,0 +1,124 @@
+"""interp.data: text sources, and packing checked against a naive one-document-at-a-time packer."""
+
+import itertools
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from interp.data import (
+    batched,
+    check_source,
+    context_batches,
+    iter_contexts,
+    iter_texts,
+    pack_contexts,
+)
+from interp.errors import DataError, OfflineError
+
+DOCS = ["The cat sat.", "Mary and John went to the park.\nThen they left.", "Review: good."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dirs):
+    return AutoTokenizer.from_pretrained(tiny_dirs["llama"])
+
+
+def naive_pack(docs, tokenizer, ctx_len):
+    """Reference: encode each document alone, add EOS, concatenate, cut, prepend BOS."""
+    stream = []
+    for doc in docs:
+        stream += tokenizer.encode(doc, add_special_tokens=False) + [tokenizer.eos_token_id]
+    body = ctx_len - 1
+    n = len(stream) // body
+    return [[tokenizer.bos_token_id] + stream[i * body : (i + 1) * body] for i in range(n)]
+
+
+def test_txt_is_split_on_blank_lines(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(DOCS) + "\n\n\n")
+    assert list(iter_texts(str(path))) == DOCS
+
+
+def test_jsonl_and_parquet_read_the_text_field(tmp_path):
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": d, "id": i}) for i, d in enumerate(DOCS)))
+    assert list(iter_texts(str(jsonl))) == DOCS
+    parquet = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"body": DOCS}), parquet)
+    assert list(iter_texts(str(parquet), text_field="body")) == DOCS
+
+
+def test_bad_files_say_what_is_wrong(tmp_path):
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text(json.dumps({"content": "x"}) + "\n")
+    with pytest.raises(
+        DataError, match=r"docs.jsonl:1 has no 'text' field \(it has \['content'\]\)"
+    ):
+        list(iter_texts(str(jsonl)))
+    parquet = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"body": DOCS}), parquet)
+    with pytest.raises(DataError, match=r"no column 'text' \(columns: \['body'\]\)"):
+        list(iter_texts(str(parquet)))
+    with pytest.raises(DataError, match="does not exist"):
+        iter_texts(str(tmp_path / "missing.txt"))
+    (tmp_path / "docs.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match=r"unknown dataset file type '.csv'.*valid: .txt, .jsonl"):
+        iter_texts(str(tmp_path / "docs.csv"))
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="holds no documents"):
+        check_source(str(tmp_path / "empty.txt"))
+    with pytest.raises(DataError, match="no splits"):
+        iter_texts(str(jsonl), split="validation")
+
+
+def test_embedded_corpus_is_deterministic_per_seed():
+    first = list(itertools.islice(iter_texts("default", seed=3), 20))
+    assert first == list(itertools.islice(iter_texts("default", seed=3), 20))
+    assert first != list(itertools.islice(iter_texts("default", seed=4), 20))
+    with pytest.raises(DataError, match="'train' and 'heldout'"):
+        iter_texts("default", split="test")
+
+
+def test_hub_dataset_offline_is_a_clear_error(monkeypatch):
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OfflineError, match="could not load dataset 'interp-test/none'.*local"):
+        check_source("interp-test/none")
+
+
+def test_packing_matches_the_naive_packer(tokenizer):
+    docs = list(itertools.islice(iter_texts("default"), 300))
+    for ctx_len in (2, 17, 64):
+        packed = torch.cat(list(pack_contexts(docs, tokenizer, ctx_len, docs_per_call=7)))
+        assert packed.dtype == torch.int64 and packed.shape[1] == ctx_len
+        assert packed.tolist() == naive_pack(docs, tokenizer, ctx_len)
+
+
+def test_every_context_starts_with_bos(tokenizer):
+    contexts = list(itertools.islice(iter_contexts(iter_texts("default"), tokenizer, 32), 50))
+    assert all(c[0] == tokenizer.bos_token_id for c in contexts)
+    assert all((c[1:] != tokenizer.bos_token_id).all() for c in contexts)
+
+
+def test_tokenizer_without_bos_packs_text_only(tokenizer):
+    no_bos = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    no_bos.bos_token = None
+    packed = torch.cat(list(pack_contexts(DOCS * 10, no_bos, 8)))
+    stream = []
+    for doc in DOCS * 10:
+        stream += tokenizer.encode(doc, add_special_tokens=False) + [tokenizer.eos_token_id]
+    assert packed.flatten().tolist() == stream[: packed.numel()]
+    assert len(stream) - packed.numel() < 8
+
+
+def test_batches(tokenizer):
+    batches = list(itertools.islice(context_batches(tokenizer, "default", 16, 5), 3))
+    assert [tuple(b.shape) for b in batches] == [(5, 16)] * 3
+    assert [tuple(b.shape) for b in batched(iter(torch.zeros(7, 4)), 3)] == [(3, 4), (3, 4), (1, 4)]
