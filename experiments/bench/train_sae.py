@@ -1,0 +1,313 @@
+"""SAE training end to end: interp's `train-sae` path against SAELens's training runner.
+
+Both train a TopK SAE in one process on the same TransformerBridge model (SAELens accepts it as
+`override_model`, a HookedRootModule), hook, width, k, training batch, learning rate, context
+length, token budget, shuffle buffer (16 batches), contexts per forward pass and the same token
+contexts, with wandb off and no network:
+
+- interp: `interp.sae_run`'s own pieces (`batch_source`, `_sae_configs`, `_train_config`) fed
+  to `sae.training.train`, i.e. `interp train-sae` without its held-out evaluation and report.
+- SAELens: `LanguageModelSAETrainingRunner` with `LanguageModelSAERunnerConfig` and
+  `TopKTrainingSAEConfig`, given the contexts that interp packs (`interp.data.iter_contexts`) as
+  a pre-tokenised `datasets.Dataset` (`override_dataset`). Packing and building the dataset
+  count in its time, since interp's time includes its own tokenisation.
+
+Aligned where the two recipes have the same knob: BOS positions are not trained on (SAELens
+`seqpos_slice=(1, None)`; every context starts with BOS), input scaling (both
+'expected_average_only_in', norm estimated from 10 batches), lr schedule (linear warm-up over 1%
+of the steps, linear decay to 0 over the last 20%), the dead-latent window of AuxK. Left at each
+library's default: the AuxK coefficient (interp 1/32, SAELens 1.0), SAELens's
+`rescale_acts_by_decoder_norm=True` (interp keeps unit-norm decoder rows), initialisation.
+
+Throughput is training tokens / wall-clock seconds from the start (model already loaded) to the
+saved SAE, so capture, shuffling and optimisation all count. Quality is measured on the same
+held-out contexts (the ones after all those trained on) with interp's own metrics:
+`interp.sae_eval.evaluate_sae` (explained variance, L0, CE loss recovered, KL), SAELens's SAE
+read back with `sae.io.load_sae` from the folder it saved.
+
+    python experiments/bench/train_sae.py --out bench_train_sae.json
+
+The default model is the embedded one when it is shipped, else a random Llama of the same
+shape (16 blocks, d_model 128, vocab 1024) built in a temporary folder.
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import torch  # noqa: E402
+
+from interp.models import default_model_dir, load_model  # noqa: E402
+from interp.sae_eval import evaluate_sae  # noqa: E402
+from interp.sae_run import (  # noqa: E402
+    TrainSAEConfig,
+    _contexts,
+    _sae_configs,
+    _train_config,
+    _train_contexts_used,
+    batch_source,
+    eval_batches,
+)
+from sae.io import load_sae  # noqa: E402
+
+OURS, THEIRS = "interp", "SAELens"
+
+
+def build_tiny_llama(folder: Path, vocab_size: int = 1024) -> Path:
+    """A random 16-block Llama (d_model 128) with a BPE tokenizer trained on the corpus."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from interp.organism.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(vocab_size=vocab_size, n_docs=5000)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=16,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LlamaForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def resolve_model_spec(spec: str, tmp: Path) -> tuple[str, str]:
+    """(spec to load, description): the embedded model if shipped, else a built stand-in."""
+    if spec == "default" and not (default_model_dir() / "config.json").is_file():
+        described = "random Llama 16x128, vocab 1024 (embedded model absent)"
+        return str(build_tiny_llama(tmp / "llama16")), described
+    return spec, spec
+
+
+def train_ours(model, cfg: TrainSAEConfig, hook: str, run_dir: Path):
+    """interp's path: live activation stream into `sae.training.train`. (sae, seconds)."""
+    from sae.training import train
+
+    start = time.perf_counter()
+    batches = batch_source(model, cfg, [hook])
+    result = train(_sae_configs(model, cfg, [hook]), _train_config(cfg), batches, run_dir=run_dir)
+    seconds = time.perf_counter() - start
+    if result.tokens_seen != cfg.tokens:
+        raise RuntimeError(f"interp trained on {result.tokens_seen} tokens, not {cfg.tokens}")
+    return result.saes[hook], seconds
+
+
+def saelens_config(cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
+    """SAELens's runner config with every knob that interp also has set to interp's value."""
+    from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
+
+    ours = _train_config(cfg)
+    steps = cfg.tokens // cfg.batch_tokens
+    return LanguageModelSAERunnerConfig(
+        sae=TopKTrainingSAEConfig(
+            d_in=d_in,
+            d_sae=cfg.d_sae,
+            k=cfg.k,
+            dtype="float32",
+            device="cpu",
+            normalize_activations="expected_average_only_in",
+        ),
+        model_name=cfg.model,
+        hook_name=hook,
+        dataset_path="interp packed contexts",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=cfg.ctx_len,
+        seqpos_slice=(1, None),
+        prepend_bos=True,
+        n_batches_in_buffer=16 * cfg.batch_tokens // (cfg.ctx_len - 1),
+        training_tokens=cfg.tokens,
+        store_batch_size_prompts=cfg.batch_size,
+        train_batch_size_tokens=cfg.batch_tokens,
+        lr=cfg.lr,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=ours.lr_warmup_steps,
+        lr_decay_steps=math.ceil(ours.lr_decay_fraction * steps),
+        dead_feature_window=max(1, ours.dead_tokens_window // cfg.batch_tokens),
+        n_batches_for_norm_estimate=ours.norm_estimation_batches,
+        device="cpu",
+        dtype="float32",
+        seed=cfg.seed,
+        logger=LoggingConfig(log_to_wandb=False),
+        n_checkpoints=0,
+        checkpoint_path=None,
+        output_path=str(out_dir),
+        verbose=False,
+    )
+
+
+def saelens_contexts_needed(cfg: TrainSAEConfig) -> int:
+    """Contexts given to SAELens: interp's bound plus the batches SAELens draws (and does not
+    train on) to estimate the norm, so that it needs no second epoch."""
+    norm_rows = _train_config(cfg).norm_estimation_batches * cfg.batch_tokens
+    return _train_contexts_used(cfg) + math.ceil(norm_rows / (cfg.ctx_len - 1)) + cfg.batch_size
+
+
+def train_saelens(model, cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
+    """SAELens's runner on interp's packed contexts. (sae as our module, seconds, contexts)."""
+    from datasets import Dataset
+    from sae_lens import LanguageModelSAETrainingRunner
+
+    start = time.perf_counter()
+    n = saelens_contexts_needed(cfg)
+    contexts = list(itertools.islice(_contexts(model, cfg), n))
+    dataset = Dataset.from_dict({"tokens": [c.tolist() for c in contexts]})
+    runner = LanguageModelSAETrainingRunner(
+        saelens_config(cfg, hook, d_in, out_dir), override_dataset=dataset, override_model=model
+    )
+    runner.run()
+    seconds = time.perf_counter() - start
+    read = runner.activations_store.n_dataset_processed
+    if read > len(contexts):  # a second epoch: SAELens trained on some contexts twice
+        raise RuntimeError(f"SAELens read {read} contexts of the {len(contexts)} given")
+    return load_sae(out_dir, device="cpu"), seconds, {"given": len(contexts), "read": read}
+
+
+def held_out_metrics(model, sae, hook: str, batches) -> dict:
+    """interp's metrics of one SAE on the held-out contexts."""
+    result = evaluate_sae(model, sae, hook, batches)
+    keep = (
+        "explained_variance",
+        "l0",
+        "ce_loss_recovered",
+        "ce_clean",
+        "ce_spliced",
+        "ce_zero",
+        "normalized_mse",
+        "dead_fraction",
+        "n_tokens",
+    )
+    return {k: result.metrics.scalars()[k] for k in keep} | {"kl_div": result.kl}
+
+
+def git_state() -> str:
+    """HEAD and the files changed in the working tree: the code that was measured."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True).stdout.rstrip("\n")
+
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    return git("rev-parse", "--short", "HEAD") + (f" + changes in {dirty}" if dirty else "")
+
+
+def make_cfg(args, spec: str) -> TrainSAEConfig:
+    return TrainSAEConfig(
+        model=spec,
+        layers=(args.layer,),
+        arch="topk",
+        d_sae=args.d_sae,
+        k=args.k,
+        tokens=args.tokens,
+        batch_tokens=args.batch_tokens,
+        lr=args.lr,
+        ctx_len=args.ctx_len,
+        batch_size=args.batch_size,
+        eval_tokens=args.eval_tokens,
+        device="cpu",
+        seed=args.seed,
+    )
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, described = resolve_model_spec(args.model, Path(tmp))
+        model = load_model(spec, device="cpu", dtype="float32")
+        if args.layer is None:
+            args.layer = model.cfg.n_layers // 2
+        cfg = make_cfg(args, spec)
+        hook = f"blocks.{args.layer}.hook_resid_post"
+        d_in = model.cfg.d_model
+        ours, ours_s = train_ours(model, cfg, hook, Path(tmp) / "interp")
+        theirs, theirs_s, contexts = train_saelens(model, cfg, hook, d_in, Path(tmp) / "saelens")
+        # Held out from both: the contexts after every one SAELens was given (interp reads fewer).
+        batches = eval_batches(model, cfg, saelens_contexts_needed(cfg))
+        metrics = {
+            OURS: held_out_metrics(model, ours, hook, batches),
+            THEIRS: held_out_metrics(model, theirs, hook, batches),
+        }
+    seconds = {OURS: ours_s, THEIRS: theirs_s}
+    return {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads",
+        "torch": torch.__version__,
+        "git": git_state(),
+        "model": described,
+        "hook": hook,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "saelens_contexts": contexts,
+        "seconds": seconds,
+        "tokens_per_s": {name: cfg.tokens / s for name, s in seconds.items()},
+        "speedup": theirs_s / ours_s,
+        "held_out": metrics,
+    }
+
+
+def print_table(report: dict) -> None:
+    print(f"model: {report['model']}  hook: {report['hook']}  ({report['machine']})")
+    rows = [("wall-clock s", "seconds", ".1f"), ("tokens/s", "tokens_per_s", ",.0f")]
+    metric_rows = [
+        ("explained variance", "explained_variance", ".4f"),
+        ("L0", "l0", ".2f"),
+        ("CE loss recovered", "ce_loss_recovered", ".4f"),
+        ("KL", "kl_div", ".4f"),
+        ("dead fraction", "dead_fraction", ".3f"),
+    ]
+    print(f"{'':22s} {OURS:>12s} {THEIRS:>12s}")
+    for label, key, fmt in rows:
+        print(f"{label:22s} {report[key][OURS]:12{fmt}} {report[key][THEIRS]:12{fmt}}")
+    for label, key, fmt in metric_rows:
+        ours, theirs = report["held_out"][OURS][key], report["held_out"][THEIRS][key]
+        print(f"{label:22s} {ours:12{fmt}} {theirs:12{fmt}}")
+    print(f"speed-up interp / SAELens (tokens/s): {report['speedup']:.2f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="default", help="'default', a local HF folder or hub name")
+    p.add_argument("--layer", type=int, default=None, help="block of resid_post (default middle)")
+    p.add_argument("--d-sae", type=int, default=1024, help="SAE width")
+    p.add_argument("--k", type=int, default=16, help="active latents per token")
+    p.add_argument("--tokens", type=int, default=163_840, help="training tokens (BOS excluded)")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per optimiser step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+    p.add_argument("--ctx-len", type=int, default=128, help="tokens per context, BOS included")
+    p.add_argument("--batch-size", type=int, default=64, help="contexts per LM forward pass")
+    p.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for metrics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore", module="sae_lens")
+    report = run(args)
+    print_table(report)
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

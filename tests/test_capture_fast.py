@@ -1,0 +1,166 @@
+"""The fast capture path (plain HF modules, sdpa attention) against the bridge's own hooks.
+
+The bridge runs the same fp32 weights through eager, step-by-step attention; the fast path runs
+HF's fused sdpa kernel. Both compute softmax(QK^T / sqrt(d)) V over the same causal positions,
+but in a different order of floating-point operations, so activations agree to round-off only.
+On the tiny random models (entries up to ~0.1) the largest difference measured was 1.5e-8; on
+the embedded trained model (entries up to ~200) it was 4.6e-5, i.e. 2e-7 of the largest entry,
+fp32's epsilon, on the large entries. `TOL` is the one `tests/test_capture.py` uses against
+`run_with_cache` (atol 1e-6, rtol 1e-5): its relative part covers that round-off on the large
+entries, and it is far below the error of a wrong position, mask or module (1e-2 and up).
+"""
+
+import pytest
+import torch
+
+from interp.capture import activation_stream, capture, recording
+from interp.fast_capture import fast_runner, has_active_hooks, runner_for
+from interp.interventions import intervene
+from interp.models import default_model_dir, load_model
+
+TOL = {"atol": 1e-6, "rtol": 1e-5}
+FAST_HOOKS = [
+    "blocks.0.hook_resid_pre",
+    "blocks.0.hook_resid_post",
+    "blocks.1.hook_attn_out",
+    "blocks.1.hook_mlp_out",
+    "blocks.1.hook_resid_pre",
+    "blocks.2.hook_resid_post",
+]
+
+
+def uses_fast_path(model, names) -> bool:
+    return fast_runner(model, list(names), {}, True) is not None
+
+
+@pytest.mark.parametrize("hook", FAST_HOOKS)
+def test_fast_equals_run_with_cache_per_hook(model, tokens, hook):
+    assert uses_fast_path(model, [hook])
+    acts = capture(model, tokens, [hook])
+    _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    torch.testing.assert_close(acts[hook], cache[hook], **TOL)
+
+
+@pytest.mark.parametrize("stop_early", [True, False])
+def test_fast_equals_bridge_path_all_hooks(model, tokens, stop_early):
+    fast = capture(model, tokens, FAST_HOOKS, stop_early=stop_early)
+    slow = capture(model, tokens, FAST_HOOKS, stop_early=stop_early, fast=False)
+    assert list(fast) == FAST_HOOKS
+    for name in FAST_HOOKS:
+        torch.testing.assert_close(fast[name], slow[name], **TOL)
+
+
+def test_fast_with_bos_and_special_tokens(model, tokens):
+    # The bridge passes a token tensor to HF as given (no BOS added, no mask, default
+    # positions); a BOS at position 0 and EOS inside a context must not change that.
+    tokens = tokens.clone()
+    tokens[:, 0] = model.tokenizer.bos_token_id
+    tokens[:, 7] = model.tokenizer.eos_token_id
+    hook = "blocks.2.hook_resid_post"
+    _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    torch.testing.assert_close(capture(model, tokens, [hook])[hook], cache[hook], **TOL)
+
+
+def n_torch_hooks(module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_fast_path_leaves_no_hooks(model, tokens):
+    capture(model, tokens, FAST_HOOKS)  # first call builds the runner; HF may add its own hooks
+    skeleton = runner_for(model).skeleton
+    before = n_torch_hooks(skeleton), n_torch_hooks(model)
+    capture(model, tokens, FAST_HOOKS)
+    assert (n_torch_hooks(skeleton), n_torch_hooks(model)) == before
+    assert not has_active_hooks(model)
+
+
+def test_fast_path_shares_weights(model, tokens):
+    # An in-place weight edit on the bridge is seen by the fast path (no stale copy).
+    hook = "blocks.1.hook_resid_post"
+    weight = next(model.original_model.base_model.parameters())
+    before = capture(model, tokens, [hook])[hook].clone()
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(2.0)
+        edited = capture(model, tokens, [hook])[hook]
+        _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert not torch.allclose(edited, before)
+    torch.testing.assert_close(edited, cache[hook], **TOL)
+
+
+@pytest.mark.parametrize(
+    "hooks", [["blocks.1.hook_resid_mid"], ["blocks.0.attn.hook_z"], ["hook_embed"]]
+)
+def test_other_hooks_take_bridge_path(model, tokens, hooks):
+    assert not uses_fast_path(model, hooks)
+    acts = capture(model, tokens, hooks)
+    _, cache = model.run_with_cache(tokens, names_filter=hooks)
+    torch.testing.assert_close(acts[hooks[0]], cache[hooks[0]], atol=1e-6, rtol=1e-5)
+
+
+def test_active_intervention_takes_bridge_path(model, tokens):
+    # A hook active on the bridge changes its forward pass; the fast path would skip it.
+    hook = "blocks.1.hook_resid_post"
+
+    def zero(activation, *, hook):
+        return torch.zeros_like(activation)
+
+    with intervene(model, [("blocks.0.hook_resid_post", zero)]):
+        assert not uses_fast_path(model, [hook])
+        acts = capture(model, tokens, [hook])
+        _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    torch.testing.assert_close(acts[hook], cache[hook], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(acts[hook], capture(model, tokens, [hook])[hook])
+
+
+def test_recording_many_batches_fast(model):
+    hook = "blocks.2.hook_resid_post"
+    batches = [
+        torch.randint(3, 300, (2, 8), generator=torch.Generator().manual_seed(s)) for s in range(3)
+    ]
+    with recording(model, [hook]) as run:
+        for batch in batches:
+            _, cache = model.run_with_cache(batch, names_filter=[hook])
+            torch.testing.assert_close(run(batch)[hook], cache[hook], **TOL)
+
+
+def test_activation_stream_fast_equals_bridge(model):
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
+    batches = [
+        torch.randint(3, 300, (2, 8), generator=torch.Generator().manual_seed(s)) for s in range(4)
+    ]
+    kwargs = {"batch_tokens": 16, "buffer_tokens": 32, "seed": 1}
+    fast = list(activation_stream(model, batches, hooks, **kwargs))
+    slow = list(activation_stream(model, batches, hooks, fast=False, **kwargs))
+    assert len(fast) == len(slow) > 0
+    for a, b in zip(fast, slow, strict=True):
+        for name in hooks:
+            torch.testing.assert_close(a[name], b[name], **TOL)
+
+
+@pytest.mark.skipif(
+    not (default_model_dir() / "config.json").is_file(), reason="embedded model not shipped"
+)
+def test_fast_equals_bridge_on_embedded_model():
+    # Trained weights give larger, less uniform activations than the random fixtures.
+    model = load_model("default", device="cpu", dtype="float32")
+    tokens = torch.randint(3, 2048, (2, 64), generator=torch.Generator().manual_seed(0))
+    hooks = ["blocks.8.hook_resid_post", "blocks.15.hook_resid_post", "blocks.15.hook_mlp_out"]
+    assert uses_fast_path(model, hooks)
+    _, cache = model.run_with_cache(tokens, names_filter=hooks)
+    acts = capture(model, tokens, hooks)
+    for name in hooks:
+        torch.testing.assert_close(acts[name], cache[name], **TOL)
+
+
+def test_hook_added_inside_recording_is_refused(model, tokens):
+    hook = "blocks.1.hook_resid_post"
+    with recording(model, [hook]) as run:
+        run(tokens)
+        with intervene(model, [("blocks.0.hook_resid_post", lambda a, *, hook: None)]):
+            with pytest.raises(RuntimeError, match="fast=False"):
+                run(tokens)
