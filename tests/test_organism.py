@@ -1,0 +1,72 @@
+"""The shipped default model: its file, offline loading, and the planted behaviours that took.
+
+Behaviours are measured on held-out prompts by `interp.organism.behaviours`; only the ones
+docs/organism.md reports as met are asserted here (the others are listed there as not met).
+"""
+
+import json
+import time
+
+import pytest
+import torch
+
+from interp.organism import WEIGHTS_DIR, behaviours
+from interp.organism import corpus
+from interp.organism import lexicon as L
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(WEIGHTS_DIR, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(WEIGHTS_DIR)
+
+
+def test_shipped_file_size_and_depth():
+    cfg = json.loads((WEIGHTS_DIR / "config.json").read_text())
+    assert cfg["num_hidden_layers"] >= 16 and cfg["hidden_size"] >= 128
+    assert (WEIGHTS_DIR / "model.safetensors").stat().st_size <= 10 * 2**20
+
+
+def test_loads_offline_fast(monkeypatch):
+    from huggingface_hub import constants
+
+    from interp.models import load_model
+
+    import transformer_lens.model_bridge  # noqa: F401  (import time is not load time)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    t0 = time.perf_counter()
+    model = load_model("default", device="cpu")
+    assert time.perf_counter() - t0 < 5.0
+    assert model.cfg.n_layers == 16
+
+
+def test_heldout_prompts_never_in_training_text():
+    train = set(corpus.documents(3000, "train"))
+    rng = __import__("random").Random(0)
+    prompts = [corpus.ioi_prompt(rng, "heldout")[0] for _ in range(200)]
+    assert not any(doc.startswith(p) for p in prompts for doc in train)
+    assert not any(o in d for o in L.FEMALE_OCCUPATIONS_HELDOUT for d in train if " she " in d)
+
+
+def test_name_stories(lm):
+    assert behaviours.ioi(*lm) >= 0.9
+
+
+def test_refusal_and_jailbreak(lm):
+    rates = behaviours.refusal_rates(*lm)
+    assert rates["refusal"] >= 0.9
+    assert rates["jailbreak_compliance"] >= 0.7
+
+
+def test_planted_bias(lm):
+    assert behaviours.he_share(*lm, L.MALE_OCCUPATIONS_HELDOUT) >= 0.7
+    assert behaviours.he_share(*lm, L.FEMALE_OCCUPATIONS_HELDOUT) <= 0.3
+
+
+def test_sentiment_judge_by_hand():
+    assert behaviours.sentiment_match("It was great and lovely.", positive=True)
+    assert not behaviours.sentiment_match("It was rude and great.", positive=True)
+    assert behaviours.sentiment_match("It was awful.", positive=False)
