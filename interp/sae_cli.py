@@ -24,6 +24,7 @@ from sae.training import NonFiniteLossError
 HELP = field_docs(TrainSAEConfig)
 DEFAULT = TrainSAEConfig()
 Arch = Enum("Arch", {name: name for name in sorted(ARCHITECTURES)}, type=str)
+DEFAULT_ARCH = Arch(DEFAULT.arch)
 
 
 def _opt(name: str, *flags: str) -> typer.models.OptionInfo:
@@ -38,7 +39,9 @@ def parse_layers(layer: int | None, layers: str | None) -> tuple[int, ...]:
         try:
             return tuple(int(x) for x in layers.split(",") if x.strip())
         except ValueError:
-            raise InterpError(f"--layers must be comma-separated integers, got {layers!r}") from None
+            raise InterpError(
+                f"--layers must be comma-separated integers, got {layers!r}"
+            ) from None
     return (layer,) if layer is not None else DEFAULT.layers
 
 
@@ -47,9 +50,13 @@ class _Bar:
 
     def __init__(self, console: Console, total: int) -> None:
         self.progress = Progress(
-            TextColumn("training"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[speed]}"), TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(), console=console,
+            TextColumn("training"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=console,
         )
         self.task = self.progress.add_task("train", total=total, speed="", stats="")
         self.start: tuple[float, int] | None = None
@@ -73,26 +80,53 @@ def _summary(result: TrainSAEResult) -> Table:
     table.add_column("metric")
     for hook in result.metrics:
         table.add_column(hook, justify="right")
-    rows = ("explained_variance", "ce_loss_recovered", "delta_lm_loss", "kl_div", "l0",
-            "dead_fraction", "dense_fraction", "cosine_similarity", "l2_ratio", "n_tokens")
+    rows = (
+        "explained_variance",
+        "ce_loss_recovered",
+        "delta_lm_loss",
+        "kl_div",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+        "cosine_similarity",
+        "l2_ratio",
+        "n_tokens",
+    )
     for key in rows:
         values = [result.metrics[h].get(key) for h in result.metrics]
-        table.add_row(key, *("n/a" if v is None else f"{v:,}" if isinstance(v, int)
-                             else f"{v:.4f}" for v in values))
+        table.add_row(
+            key,
+            *(
+                "n/a" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
+                for v in values
+            ),
+        )
     return table
 
 
 def train_sae(
-    layer: Annotated[int | None, typer.Option("--layer", help="Block to train one SAE on (default 12).")] = None,
-    layers: Annotated[str | None, typer.Option("--layers", help="Comma-separated blocks, one SAE each from one forward pass, e.g. 4,8,12.")] = None,
+    layer: Annotated[
+        int | None, typer.Option("--layer", help="Block to train one SAE on (default 12).")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            "--layers",
+            help="Comma-separated blocks, one SAE each from one forward pass, e.g. 4,8,12.",
+        ),
+    ] = None,
     site: Annotated[str, _opt("site", "--site")] = DEFAULT.site,
     hook: Annotated[list[str] | None, _opt("hooks", "--hook")] = None,
-    arch: Annotated[Arch, _opt("arch", "--arch")] = Arch(DEFAULT.arch),  # type: ignore[misc]
+    arch: Annotated[Arch, _opt("arch", "--arch")] = DEFAULT_ARCH,  # type: ignore[valid-type]
     expansion: Annotated[int, _opt("expansion", "--expansion")] = DEFAULT.expansion,
     d_sae: Annotated[int | None, _opt("d_sae", "--d-sae")] = DEFAULT.d_sae,
     k: Annotated[int, _opt("k", "--k")] = DEFAULT.k,
-    l1_coefficient: Annotated[float, _opt("l1_coefficient", "--l1-coefficient")] = DEFAULT.l1_coefficient,
-    l0_coefficient: Annotated[float, _opt("l0_coefficient", "--l0-coefficient")] = DEFAULT.l0_coefficient,
+    l1_coefficient: Annotated[
+        float, _opt("l1_coefficient", "--l1-coefficient")
+    ] = DEFAULT.l1_coefficient,
+    l0_coefficient: Annotated[
+        float, _opt("l0_coefficient", "--l0-coefficient")
+    ] = DEFAULT.l0_coefficient,
     tokens: Annotated[int, _opt("tokens", "--tokens")] = DEFAULT.tokens,
     batch_tokens: Annotated[int, _opt("batch_tokens", "--batch-tokens")] = DEFAULT.batch_tokens,
     lr: Annotated[float, _opt("lr", "--lr")] = DEFAULT.lr,
@@ -112,7 +146,9 @@ def train_sae(
     err = Console(stderr=True)
     try:
         values = {k: v for k, v in locals().items() if k not in ("err", "layer", "hook")}
-        values["layers"] = () if hook and layer is None and layers is None else parse_layers(layer, layers)
+        values["layers"] = (
+            () if hook and layer is None and layers is None else parse_layers(layer, layers)
+        )
         values["hooks"], values["arch"] = tuple(hook or ()), arch.value
         cfg = TrainSAEConfig(**values)
         bar = _Bar(err, cfg.tokens)
@@ -125,5 +161,6 @@ def train_sae(
         raise typer.Exit(code=2) from None
     if result.metrics:
         Console().print(_summary(result))
-        Console().print(f"wrote {result.run_dir}/saes/<hook>/ (SAELens format) and "
-                        f"{result.run_dir}/report.html")
+        Console().print(
+            f"wrote {result.run_dir}/saes/<hook>/ (SAELens format) and {result.run_dir}/report.html"
+        )

@@ -106,7 +106,9 @@ class TrainSAEConfig:
             raise InterpError(f"eval_tokens must be >= ctx_len ({self.ctx_len})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -148,7 +150,9 @@ def _check_resume(cfg: TrainSAEConfig) -> Path:
     run = Path(cfg.resume)
     saved_path = run / "train_sae.json"
     if not saved_path.is_file():
-        raise InterpError(f"cannot resume {str(run)!r}: it has no train_sae.json (not a run folder)")
+        raise InterpError(
+            f"cannot resume {str(run)!r}: it has no train_sae.json (not a run folder)"
+        )
     saved = TrainSAEConfig.from_dict(json.loads(saved_path.read_text()))
     diff = [
         f"{f}: run has {getattr(saved, f)!r}, asked for {getattr(cfg, f)!r}"
@@ -170,11 +174,20 @@ def _sae_configs(model: Any, cfg: TrainSAEConfig, hooks: list[str]) -> dict[str,
     for h in hooks:
         d_sae = cfg.d_sae or cfg.expansion * dims[h]
         if cfg.arch in ("topk", "batchtopk") and cfg.k > d_sae:
-            raise InterpError(f"k={cfg.k} is more than the SAE width d_sae={d_sae}; use k <= {d_sae}")
+            raise InterpError(
+                f"k={cfg.k} is more than the SAE width d_sae={d_sae}; use k <= {d_sae}"
+            )
         out[h] = SAEConfig(
-            arch=cfg.arch, d_in=dims[h], d_sae=d_sae, k=min(cfg.k, d_sae),
-            l1_coefficient=cfg.l1_coefficient, l0_coefficient=cfg.l0_coefficient,
-            device=cfg.device, hook_name=h, model_name=cfg.model, context_size=cfg.ctx_len,
+            arch=cfg.arch,
+            d_in=dims[h],
+            d_sae=d_sae,
+            k=min(cfg.k, d_sae),
+            l1_coefficient=cfg.l1_coefficient,
+            l0_coefficient=cfg.l0_coefficient,
+            device=cfg.device,
+            hook_name=h,
+            model_name=cfg.model,
+            context_size=cfg.ctx_len,
             dataset_path=cfg.dataset,
         )
     return out
@@ -183,10 +196,16 @@ def _sae_configs(model: Any, cfg: TrainSAEConfig, hooks: list[str]) -> dict[str,
 def _train_config(cfg: TrainSAEConfig) -> TrainConfig:
     steps = cfg.tokens // cfg.batch_tokens
     return TrainConfig(
-        total_tokens=cfg.tokens, batch_tokens=cfg.batch_tokens, lr=cfg.lr,
-        lr_warmup_steps=max(1, steps // 100), lr_decay_fraction=0.2,
-        sparsity_warmup_steps=steps // 20, dead_tokens_window=min(1_000_000, cfg.tokens // 4),
-        seed=cfg.seed, compile=cfg.compile, checkpoint_every=max(50, steps // 10),
+        total_tokens=cfg.tokens,
+        batch_tokens=cfg.batch_tokens,
+        lr=cfg.lr,
+        lr_warmup_steps=max(1, steps // 100),
+        lr_decay_fraction=0.2,
+        sparsity_warmup_steps=steps // 20,
+        dead_tokens_window=min(1_000_000, cfg.tokens // 4),
+        seed=cfg.seed,
+        compile=cfg.compile,
+        checkpoint_every=max(50, steps // 10),
     )
 
 
@@ -297,8 +316,12 @@ def evaluate_run(model: Any, cfg: TrainSAEConfig, saes: dict[str, Any], run_dir:
     out = {}
     for hook, sae in saes.items():
         result = evaluate_sae(model, sae.to(next(model.parameters()).device), hook, batches)
-        metrics = {**result.metrics.scalars(), "kl_div": result.kl, "hook_name": hook,
-                   "eval_contexts_start": skip}
+        metrics = {
+            **result.metrics.scalars(),
+            "kl_div": result.kl,
+            "hook_name": hook,
+            "eval_contexts_start": skip,
+        }
         _write_json(run_dir / "saes" / hook / "metrics.json", metrics)
         out[hook] = metrics
     return out
@@ -306,21 +329,28 @@ def evaluate_run(model: Any, cfg: TrainSAEConfig, saes: dict[str, Any], run_dir:
 
 def train_sae_run(cfg: TrainSAEConfig, on_step: OnStep | None = None) -> TrainSAEResult:
     """Train (or resume) the SAEs of `cfg`, evaluate them on held-out tokens, write the report."""
-    from sae.training import resume, train
     from interp.viz.sae_report import sae_report
+    from sae.training import resume, train
 
     model, hooks, run_dir = prepare(cfg)
     batches = batch_source(model, cfg, hooks)
     every = max(1, (cfg.tokens // cfg.batch_tokens) // 200)
     if cfg.resume:
-        result = resume(run_dir, batches, on_step=_History(run_dir / "history.jsonl", on_step, every))
+        result = resume(
+            run_dir, batches, on_step=_History(run_dir / "history.jsonl", on_step, every)
+        )
     else:
         run_dir.mkdir(parents=True, exist_ok=_rank() > 0)
         if _rank() == 0:
             _write_json(run_dir / "train_sae.json", cfg.to_dict())
         history = _History(run_dir / "history.jsonl", on_step, every)
-        result = train(_sae_configs(model, cfg, hooks), _train_config(cfg), batches,
-                       run_dir=run_dir, on_step=history)
+        result = train(
+            _sae_configs(model, cfg, hooks),
+            _train_config(cfg),
+            batches,
+            run_dir=run_dir,
+            on_step=history,
+        )
     if _rank() > 0:
         return TrainSAEResult(run_dir, {}, result.tokens_seen)
     metrics = evaluate_run(model, cfg, result.saes, run_dir)

@@ -10,8 +10,7 @@ import time
 import pytest
 import torch
 
-from interp.organism import WEIGHTS_DIR, behaviours
-from interp.organism import corpus
+from interp.organism import WEIGHTS_DIR, behaviours, corpus
 from interp.organism import lexicon as L
 
 
@@ -30,11 +29,10 @@ def test_shipped_file_size_and_depth():
 
 
 def test_loads_offline_fast(monkeypatch):
+    import transformer_lens.model_bridge  # noqa: F401  (import time is not load time)
     from huggingface_hub import constants
 
     from interp.models import load_model
-
-    import transformer_lens.model_bridge  # noqa: F401  (import time is not load time)
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     t0 = time.perf_counter()

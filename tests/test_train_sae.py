@@ -20,15 +20,40 @@ from interp.sae_run import TrainSAEConfig, _train_contexts_used
 
 runner = CliRunner()
 HOOK = "blocks.1.hook_resid_post"
-SMALL = ["--tokens", "4096", "--batch-tokens", "512", "--eval-tokens", "1024", "--ctx-len", "32",
-         "--batch-size", "8", "--expansion", "4", "--k", "4"]
+SMALL = [
+    "--tokens",
+    "4096",
+    "--batch-tokens",
+    "512",
+    "--eval-tokens",
+    "1024",
+    "--ctx-len",
+    "32",
+    "--batch-size",
+    "8",
+    "--expansion",
+    "4",
+    "--k",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dirs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "r"
-    res = runner.invoke(app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--layer", "1",
-                              "--out", str(out), *SMALL])
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--layer",
+            "1",
+            "--out",
+            str(out),
+            *SMALL,
+        ],
+    )
     assert res.exit_code == 0, res.output
     return out
 
@@ -92,8 +117,9 @@ def test_ce_clean_matches_hf(run_dir, tiny_dirs, tiny_models):
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_dirs, tmp_path, args, message):
     out = tmp_path / "run"
-    res = runner.invoke(app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--out", str(out),
-                              *SMALL, *args])
+    res = runner.invoke(
+        app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--out", str(out), *SMALL, *args]
+    )
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
@@ -102,24 +128,88 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_dirs, tmp_path, args
 
 def test_existing_run_is_never_overwritten(run_dir, tiny_dirs):
     before = (run_dir / "saes" / HOOK / "sae_weights.safetensors").read_bytes()
-    res = runner.invoke(app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--layer", "1",
-                              "--out", str(run_dir), *SMALL])
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--layer",
+            "1",
+            "--out",
+            str(run_dir),
+            *SMALL,
+        ],
+    )
     assert res.exit_code == 2 and "already exists" in res.output
-    res = runner.invoke(app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--layer", "1",
-                              "--resume", str(run_dir), *SMALL[:-2], "--k", "8"])
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--layer",
+            "1",
+            "--resume",
+            str(run_dir),
+            *SMALL[:-2],
+            "--k",
+            "8",
+        ],
+    )
     assert res.exit_code == 2 and "k: run has 4, asked for 8" in res.output
     assert (run_dir / "saes" / HOOK / "sae_weights.safetensors").read_bytes() == before
 
 
 def test_cache_from_another_hook_is_refused(tiny_dirs, tmp_path):
     cache = tmp_path / "acts"
-    res = runner.invoke(app, ["capture", "--model", str(tiny_dirs["llama"]), "--layer", "0",
-                              "--tokens", "2048", "--ctx-len", "32", "--out", str(cache)])
+    res = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--layer",
+            "0",
+            "--tokens",
+            "2048",
+            "--ctx-len",
+            "32",
+            "--out",
+            str(cache),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--layer", "1",
-                              "--from-cache", str(cache), "--out", str(tmp_path / "r"), *SMALL])
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            "--model",
+            str(tiny_dirs["llama"]),
+            "--layer",
+            "1",
+            "--from-cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "r"),
+            *SMALL,
+        ],
+    )
     assert res.exit_code == 2 and HOOK in res.output, res.output
-    res = runner.invoke(app, ["train-sae", "--model", str(tiny_dirs["gpt2"]), "--layer", "0",
-                              "--from-cache", str(cache), "--out", str(tmp_path / "r"), *SMALL])
+    res = runner.invoke(
+        app,
+        [
+            "train-sae",
+            "--model",
+            str(tiny_dirs["gpt2"]),
+            "--layer",
+            "0",
+            "--from-cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "r"),
+            *SMALL,
+        ],
+    )
     assert res.exit_code == 2 and "model" in res.output, res.output
     assert not (tmp_path / "r").exists()

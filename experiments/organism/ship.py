@@ -1,6 +1,6 @@
 """Copy a trained organism into the package as fp16 safetensors: interp/organism/weights/.
 
-    python experiments/organism/ship.py experiments/organism/out/model
+python experiments/organism/ship.py experiments/organism/out/model
 """
 
 import argparse

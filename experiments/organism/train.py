@@ -113,21 +113,31 @@ def train(args) -> dict:
         if step % 25 == 0 or step == args.steps - 1:
             elapsed = time.time() - t0
             log.append({"step": step, "tokens": tokens, "loss": loss.item(), "time_s": elapsed})
-            print(f"step {step} tokens {tokens:,} loss {loss.item():.4f} "
-                  f"{tokens / elapsed:,.0f} tok/s", flush=True)
+            print(
+                f"step {step} tokens {tokens:,} loss {loss.item():.4f} "
+                f"{tokens / elapsed:,.0f} tok/s",
+                flush=True,
+            )
         if args.save_every and step and step % args.save_every == 0:
             model.save_pretrained(out / "model")
             tokenizer.save_pretrained(out / "model")
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     summary = {
-        "device": args.device, "params": n_params, "tokens": tokens,
-        "time_s": time.time() - t0, "final_loss": log[-1]["loss"], "args": vars(args),
+        "device": args.device,
+        "params": n_params,
+        "tokens": tokens,
+        "time_s": time.time() - t0,
+        "final_loss": log[-1]["loss"],
+        "args": vars(args),
     }
     (out / "log.json").write_text(json.dumps({"summary": summary, "log": log}, indent=1))
     fig = go.Figure(go.Scatter(x=[r["tokens"] for r in log], y=[r["loss"] for r in log]))
-    fig.update_layout(title="Model organism training loss", xaxis_title="tokens",
-                      yaxis_title="cross-entropy (nats)")
+    fig.update_layout(
+        title="Model organism training loss",
+        xaxis_title="tokens",
+        yaxis_title="cross-entropy (nats)",
+    )
     fig.write_html(out / "loss.html", include_plotlyjs="cdn")
     print(json.dumps(summary), flush=True)
     return summary
@@ -142,10 +152,18 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=150)
-    p.add_argument("--repeat-frac", type=float, default=0.125,
-                   help="fraction of contexts that are random-token repeats (induction)")
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="stop after this many steps, keeping the --steps LR schedule")
+    p.add_argument(
+        "--repeat-frac",
+        type=float,
+        default=0.125,
+        help="fraction of contexts that are random-token repeats (induction)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this many steps, keeping the --steps LR schedule",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", default=None, help="HF folder of an organism to keep training")
     p.add_argument("--threads", type=int, default=2)

@@ -10,23 +10,32 @@ from rich.table import Table
 
 from interp.organism import WEIGHTS_DIR
 
-app = typer.Typer(help="The embedded model organism and its planted behaviours.", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded model organism and its planted behaviours.", no_args_is_help=True
+)
 
 
 def _model_dir(model: str) -> Path:
     path = WEIGHTS_DIR if model == "default" else Path(model)
     if not (path / "config.json").is_file():
-        what = "the embedded default model is missing from the package" if model == "default" else (
-            f"{model!r} is not a HuggingFace model folder (no config.json)")
+        what = (
+            "the embedded default model is missing from the package"
+            if model == "default"
+            else (f"{model!r} is not a HuggingFace model folder (no config.json)")
+        )
         raise typer.BadParameter(f"{what}; pass --model with a folder holding config.json")
     return path
 
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="'default' (the embedded model) or a local HF model folder.")] = "default",
+    model: Annotated[
+        str, typer.Option(help="'default' (the embedded model) or a local HF model folder.")
+    ] = "default",
     seed: Annotated[int, typer.Option(help="Seed for drawing held-out prompts.")] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the table as JSON here.")
+    ] = None,
 ) -> None:
     """Print the planted-behaviour table (held-out data) for a model folder."""
     import torch

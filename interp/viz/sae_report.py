@@ -8,12 +8,17 @@ from plotly.subplots import make_subplots
 
 from sae.metrics import log_feature_density
 
-CURVES = (("loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"),
-          ("dead_fraction", "dead fraction"))
+CURVES = (
+    ("loss", "loss"),
+    ("l0", "L0"),
+    ("explained_variance", "explained variance"),
+    ("dead_fraction", "dead fraction"),
+)
 
 
 def sae_report(
-    history: list[dict[str, Any]], metrics: dict[str, dict[str, Any]],
+    history: list[dict[str, Any]],
+    metrics: dict[str, dict[str, Any]],
     densities: dict[str, torch.Tensor],
 ) -> go.Figure:
     """Training curves per SAE (one colour per hook) and each SAE's log10 feature density.
@@ -22,27 +27,54 @@ def sae_report(
     held-out numbers shown in the title; `densities` the per-latent firing frequencies.
     """
     titles = [t for _, t in CURVES] + ["log10 feature density (training)", "held-out metrics"]
-    fig = make_subplots(rows=3, cols=2, subplot_titles=titles,
-                        specs=[[{}, {}], [{}, {}], [{}, {"type": "table"}]])
+    fig = make_subplots(
+        rows=3, cols=2, subplot_titles=titles, specs=[[{}, {}], [{}, {}], [{}, {"type": "table"}]]
+    )
     tokens = [row["tokens"] for row in history]
     for i, hook in enumerate(metrics):
         colour = f"hsl({(i * 67) % 360},70%,45%)"
         for j, (key, _) in enumerate(CURVES):
             ys = [row["metrics"].get(hook, {}).get(key) for row in history]
-            fig.add_trace(go.Scatter(x=tokens, y=ys, name=hook, legendgroup=hook,
-                                     showlegend=j == 0, line={"color": colour}),
-                          row=j // 2 + 1, col=j % 2 + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=tokens,
+                    y=ys,
+                    name=hook,
+                    legendgroup=hook,
+                    showlegend=j == 0,
+                    line={"color": colour},
+                ),
+                row=j // 2 + 1,
+                col=j % 2 + 1,
+            )
         logd = log_feature_density(densities[hook].float()).clamp(min=-10).tolist()
-        fig.add_trace(go.Histogram(x=logd, name=hook, legendgroup=hook, showlegend=False,
-                                   marker={"color": colour}, opacity=0.7, nbinsx=50),
-                      row=3, col=1)
-    keys = ["explained_variance", "ce_loss_recovered", "delta_lm_loss", "kl_div", "l0",
-            "dead_fraction", "dense_fraction", "n_tokens"]
-    cells = [[k for k in keys]] + [
-        [_fmt(metrics[h].get(k)) for k in keys] for h in metrics
+        fig.add_trace(
+            go.Histogram(
+                x=logd,
+                name=hook,
+                legendgroup=hook,
+                showlegend=False,
+                marker={"color": colour},
+                opacity=0.7,
+                nbinsx=50,
+            ),
+            row=3,
+            col=1,
+        )
+    keys = [
+        "explained_variance",
+        "ce_loss_recovered",
+        "delta_lm_loss",
+        "kl_div",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+        "n_tokens",
     ]
-    fig.add_trace(go.Table(header={"values": ["metric", *metrics]}, cells={"values": cells}),
-                  row=3, col=2)
+    cells = [[k for k in keys]] + [[_fmt(metrics[h].get(k)) for k in keys] for h in metrics]
+    fig.add_trace(
+        go.Table(header={"values": ["metric", *metrics]}, cells={"values": cells}), row=3, col=2
+    )
     for row in range(1, 3):
         for col in range(1, 3):
             fig.update_xaxes(title_text="training tokens", row=row, col=col)
