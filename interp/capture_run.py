@@ -7,19 +7,19 @@ re-reads the text, skips the contexts of shards already on disk (checked against
 manifest's sha256) and writes the rest byte for byte as an uninterrupted run would have.
 """
 
-import dataclasses
 import json
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from interp import activation_cache as ac
 from interp.capture import check_per_token, recording
+from interp.config import JSONConfig
 from interp.data import batched, check_source, iter_contexts, iter_texts
 from interp.errors import CacheError, InterpError
 from interp.hooks import check_hook_names, site_hook_name
@@ -30,7 +30,7 @@ RESUMABLE_CHANGES = ("tokens", "resume", "out")
 
 
 @dataclass(frozen=True)
-class CaptureConfig:
+class CaptureConfig(JSONConfig):
     """Options of `interp capture`, saved as the cache's `cfg.json`."""
 
     model: str = "default"
@@ -85,19 +85,6 @@ class CaptureConfig:
     @property
     def shard_contexts(self) -> int:
         return max(1, self.shard_tokens // self.ctx_len)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise InterpError(f"unknown CaptureConfig fields {unknown}; valid: {sorted(fields)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 class CaptureResult(NamedTuple):

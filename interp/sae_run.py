@@ -20,12 +20,13 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 import torch
 
 from interp.activation_cache import iter_cache, open_cache
 from interp.capture import activation_stream, capture
+from interp.config import JSONConfig
 from interp.data import batched, check_source, iter_contexts, iter_texts
 from interp.errors import InterpError
 from interp.hooks import check_hook_names, site_hook_name
@@ -38,7 +39,7 @@ RESUMABLE_CHANGES = ("resume", "out", "device")
 
 
 @dataclass(frozen=True)
-class TrainSAEConfig:
+class TrainSAEConfig(JSONConfig):
     """Options of `interp train-sae`, saved as the run's `train_sae.json`."""
 
     model: str = "default"
@@ -104,19 +105,6 @@ class TrainSAEConfig:
             raise InterpError("nothing to train on: give --layer/--layers or --hook")
         if self.eval_tokens < self.ctx_len:
             raise InterpError(f"eval_tokens must be >= ctx_len ({self.ctx_len})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise InterpError(f"unknown TrainSAEConfig fields {unknown}; valid: {sorted(fields)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 class TrainSAEResult(NamedTuple):
