@@ -17,7 +17,7 @@ from rich.table import Table
 
 from interp.capture_cli import field_docs
 from interp.errors import InterpError
-from interp.sae_run import TrainSAEConfig, TrainSAEResult, train_sae_run
+from interp.sae_run import HEADLINE_METRICS, TrainSAEConfig, TrainSAEResult, train_sae_run
 from sae.registry import ARCHITECTURES
 from sae.training import NonFiniteLossError
 
@@ -80,19 +80,7 @@ def _summary(result: TrainSAEResult) -> Table:
     table.add_column("metric")
     for hook in result.metrics:
         table.add_column(hook, justify="right")
-    rows = (
-        "explained_variance",
-        "ce_loss_recovered",
-        "delta_lm_loss",
-        "kl_div",
-        "l0",
-        "dead_fraction",
-        "dense_fraction",
-        "cosine_similarity",
-        "l2_ratio",
-        "n_tokens",
-    )
-    for key in rows:
+    for key in HEADLINE_METRICS:
         values = [result.metrics[h].get(key) for h in result.metrics]
         table.add_row(
             key,

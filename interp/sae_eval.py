@@ -5,7 +5,7 @@ needs the model. Position 0 (BOS) keeps its clean activation in both the spliced
 run: SAEs are trained without BOS (its residual norm is an outlier), as SAELens's evals exclude it.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -35,7 +35,7 @@ def next_token_ce(logits: Tensor, tokens: Int[Tensor, "batch pos"]) -> Tensor:
     return -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
-def _splice(sae) -> callable:
+def _splice(sae) -> Callable[[Tensor], Tensor]:
     def reconstruct(a: Tensor) -> Tensor:
         return sae(a.reshape(-1, a.shape[-1]).to(sae.W_enc.dtype)).reshape(a.shape).to(a.dtype)
 

@@ -114,6 +114,20 @@ class TrainSAEResult(NamedTuple):
     tokens_seen: int
 
 
+HEADLINE_METRICS = (
+    "explained_variance",
+    "ce_loss_recovered",
+    "delta_lm_loss",
+    "kl_div",
+    "l0",
+    "dead_fraction",
+    "dense_fraction",
+    "cosine_similarity",
+    "l2_ratio",
+    "n_tokens",
+)
+"""The held-out metrics shown by the CLI table and the HTML report, in this order."""
+
 OnStep = Callable[[int, int, dict[str, dict[str, float]]], None]
 
 

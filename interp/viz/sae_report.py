@@ -61,17 +61,10 @@ def sae_report(
             row=3,
             col=1,
         )
-    keys = [
-        "explained_variance",
-        "ce_loss_recovered",
-        "delta_lm_loss",
-        "kl_div",
-        "l0",
-        "dead_fraction",
-        "dense_fraction",
-        "n_tokens",
-    ]
-    cells = [[k for k in keys]] + [[_fmt(metrics[h].get(k)) for k in keys] for h in metrics]
+    from interp.sae_run import HEADLINE_METRICS  # local: sae_run imports this module lazily
+
+    keys = HEADLINE_METRICS
+    cells = [list(keys)] + [[_fmt(metrics[h].get(k)) for k in keys] for h in metrics]
     fig.add_trace(
         go.Table(header={"values": ["metric", *metrics]}, cells={"values": cells}), row=3, col=2
     )
