@@ -35,40 +35,18 @@ import torch
 from interp.capture import activation_stream, capture
 from interp.data import batched, iter_contexts, iter_texts
 from interp.models import default_model_dir, load_model
+from interp.organism.architecture import build_random_organism  # noqa: E402
 
 FLOOR = "bridge forward passes only (floor)"
 FAST_FLOOR = "interp capture() only (floor)"
 
 
-def build_tiny_llama(folder: Path) -> Path:
-    """A random 16-block Llama shaped like the embedded model, with a corpus-trained tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from interp.organism.tokenizer import train_tokenizer
-
-    tokenizer = train_tokenizer(vocab_size=2048, n_docs=5000)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=16,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def resolve_model_spec(spec: str, tmp: Path) -> tuple[str, str]:
     """(spec to load, description): the embedded model if shipped, else a built stand-in."""
     if spec == "default" and not (default_model_dir() / "config.json").is_file():
-        return str(build_tiny_llama(tmp / "llama16")), "random Llama 16x128 (embedded model absent)"
+        return str(
+            build_random_organism(tmp / "llama16", vocab_size=2048)
+        ), "random Llama 16x128 (embedded model absent)"
     return spec, spec
 
 

@@ -50,6 +50,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 import torch  # noqa: E402
 
 from interp.models import default_model_dir, load_model  # noqa: E402
+from interp.organism.architecture import build_random_organism  # noqa: E402
 from interp.sae_eval import evaluate_sae  # noqa: E402
 from interp.sae_run import (  # noqa: E402
     TrainSAEConfig,
@@ -65,38 +66,11 @@ from sae.io import load_sae  # noqa: E402
 OURS, THEIRS = "interp", "SAELens"
 
 
-def build_tiny_llama(folder: Path, vocab_size: int = 1024) -> Path:
-    """A random 16-block Llama (d_model 128) with a BPE tokenizer trained on the corpus."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from interp.organism.tokenizer import train_tokenizer
-
-    tokenizer = train_tokenizer(vocab_size=vocab_size, n_docs=5000)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=16,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        LlamaForCausalLM(cfg).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def resolve_model_spec(spec: str, tmp: Path) -> tuple[str, str]:
     """(spec to load, description): the embedded model if shipped, else a built stand-in."""
     if spec == "default" and not (default_model_dir() / "config.json").is_file():
         described = "random Llama 16x128, vocab 1024 (embedded model absent)"
-        return str(build_tiny_llama(tmp / "llama16")), described
+        return str(build_random_organism(tmp / "llama16", vocab_size=1024)), described
     return spec, spec
 
 

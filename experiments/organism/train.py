@@ -16,28 +16,11 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
+from interp.organism.architecture import model_config
 from interp.organism.corpus import iter_documents
 from interp.organism.tokenizer import train_tokenizer
-
-
-def model_config(vocab_size: int) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=16,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        rms_norm_eps=1e-5,
-        rope_theta=10_000.0,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
 
 
 def pack_contexts(docs, tokenizer, n_ctx: int, ctx_len: int) -> torch.Tensor:

@@ -27,14 +27,19 @@ def _bos(tokenizer) -> list[int]:
     return [tokenizer.bos_token_id]
 
 
+def _left_padded(tokenizer, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) [n, width]: BOS + each prompt, left-padded with PAD."""
+    ids = [_bos(tokenizer) + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
+    mask = (torch.arange(width) >= torch.tensor([width - len(x) for x in ids])[:, None]).long()
+    return input_ids, mask
+
+
 @torch.inference_mode()
 def _last_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     """[n, vocab] logits at each prompt's last token (BOS prepended, left padding)."""
-    ids = [_bos(tokenizer) + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(map(len, ids))
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-    mask = (torch.arange(width) >= torch.tensor([width - len(x) for x in ids])[:, None]).long()
+    input_ids, mask = _left_padded(tokenizer, prompts)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)
     return out.logits[:, -1].float()
@@ -43,20 +48,16 @@ def _last_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
 @torch.inference_mode()
 def greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 10) -> list[str]:
     """Greedy continuations (text after the prompt), BOS prepended, batched with left padding."""
-    ids = [_bos(tokenizer) + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(map(len, ids))
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-    mask = (input_ids != pad).long()
+    input_ids, mask = _left_padded(tokenizer, prompts)
     out = model.generate(
         input_ids=input_ids,
         attention_mask=mask,
         max_new_tokens=max_new_tokens,
         do_sample=False,
-        pad_token_id=pad,
+        pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
 
 
 def first_token(tokenizer, word: str) -> int:
