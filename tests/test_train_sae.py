@@ -58,8 +58,8 @@ def run_dir(tiny_dirs, tmp_path_factory) -> Path:
     return out
 
 
-def _eval_tokens(tokenizer, cfg: TrainSAEConfig) -> torch.Tensor:
-    start = _train_contexts_used(cfg)
+def _eval_tokens(tokenizer, cfg: TrainSAEConfig, start: int | None = None) -> torch.Tensor:
+    start = _train_contexts_used(cfg) if start is None else start
     n = math.ceil(cfg.eval_tokens / cfg.ctx_len)
     contexts = iter_contexts(iter_texts(cfg.dataset, seed=cfg.seed), tokenizer, cfg.ctx_len)
     return torch.stack(list(itertools.islice(contexts, start, start + n)))
@@ -75,14 +75,16 @@ def test_folder_layout_and_config_round_trip(run_dir):
     assert cfg.layers == (1,) and cfg.k == 4
 
 
-def test_metrics_match_saelens_reconstruction(run_dir, tiny_models):
+def _check_ev_against_saelens(run_dir: Path, model, start: int) -> dict:
+    """SAELens's reconstruction of run_with_cache activations on the held-out contexts (from
+    context `start`) gives the explained variance that metrics.json reports."""
     from sae_lens import SAE as LensSAE
 
-    model = tiny_models["llama"]
     cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "train_sae.json").read_text()))
     metrics = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
+    assert metrics["eval_contexts_start"] == start
     lens = LensSAE.load_from_disk(str(run_dir / "saes" / HOOK), device="cpu")
-    tokens = _eval_tokens(model.tokenizer, cfg)
+    tokens = _eval_tokens(model.tokenizer, cfg, start)
     _, cache = model.run_with_cache(tokens, names_filter=HOOK)
     x = cache[HOOK][:, 1:].reshape(-1, cache[HOOK].shape[-1])  # BOS excluded, as in training
     with torch.no_grad():
@@ -91,6 +93,12 @@ def test_metrics_match_saelens_reconstruction(run_dir, tiny_models):
     assert metrics["n_tokens"] == x.shape[0]
     # float32 sums over ~1k tokens: agreement to 1e-4 is float rounding, not method.
     assert metrics["explained_variance"] == pytest.approx(ev.item(), abs=1e-4)
+    return metrics
+
+
+def test_metrics_match_saelens_reconstruction(run_dir, tiny_models):
+    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "train_sae.json").read_text()))
+    _check_ev_against_saelens(run_dir, tiny_models["llama"], _train_contexts_used(cfg))
 
 
 def test_ce_clean_matches_hf(run_dir, tiny_dirs, tiny_models):
@@ -213,3 +221,51 @@ def test_cache_from_another_hook_is_refused(tiny_dirs, tmp_path):
     )
     assert res.exit_code == 2 and "model" in res.output, res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_training_from_a_capture_cache(run_dir, tiny_dirs, tiny_models, tmp_path):
+    """capture -> train-sae --from-cache: held-out contexts start after the cached ones, the
+    saved SAE's explained variance there matches SAELens's reconstruction, and it is as good as
+    the SAE trained live on the same config (same activations, another shuffle and eval slice)."""
+    cache, out = tmp_path / "acts", tmp_path / "r"
+    model_args = ["--model", str(tiny_dirs["llama"]), "--layer", "1", "--ctx-len", "32"]
+    res = runner.invoke(app, ["capture", *model_args, "--tokens", "6144", "--out", str(cache)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["train-sae", *model_args[:4], "--from-cache", str(cache), "--out", str(out), *SMALL]
+    )
+    assert res.exit_code == 0, res.output
+    metrics = _check_ev_against_saelens(out, tiny_models["llama"], start=6144 // 32)
+    live = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
+    assert metrics["explained_variance"] == pytest.approx(live["explained_variance"], abs=0.05)
+
+
+def test_torchrun_two_gloo_ranks_match_one_process(run_dir, tiny_dirs, tmp_path):
+    """`torchrun --nproc-per-node 2 -m interp train-sae` (gloo, CPU) on the same global batches
+    gives the SAE and held-out metrics of the 1-process run (float32 all-reduce order only)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "interp", "train-sae", "--model", str(tiny_dirs["llama"]), "--layer", "1",
+        "--out", str(out), *SMALL,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one = load_file(run_dir / "saes" / HOOK / "sae_weights.safetensors")
+    two = load_file(out / "saes" / HOOK / "sae_weights.safetensors")
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
+    m1 = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
+    m2 = json.loads((out / "saes" / HOOK / "metrics.json").read_text())
+    for key in ("explained_variance", "l0", "ce_spliced", "mse"):
+        assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-5), key
