@@ -217,16 +217,18 @@ def _contexts(model: Any, cfg: TrainSAEConfig) -> Iterator[torch.Tensor]:
 
 
 def _train_contexts_used(cfg: TrainSAEConfig) -> int:
-    """An upper bound on the contexts a live run reads (its batches plus the shuffle buffer)."""
-    buffer = 16 * cfg.batch_tokens
-    return math.ceil((cfg.tokens + buffer + cfg.batch_tokens) / (cfg.ctx_len - 1)) + cfg.batch_size
+    """The contexts a live run reads: just enough for `tokens` rows with BOS left out. The live
+    source ends there, so the shuffle buffer is drained at the end instead of being filled with
+    activations that are never trained on; the held-out contexts start right after."""
+    return math.ceil(cfg.tokens / (cfg.ctx_len - 1))
 
 
 def batch_source(model: Any, cfg: TrainSAEConfig, hooks: list[str]):
     """make_batches(skip_tokens): the run's activation batches after `skip_tokens` tokens."""
 
     def live(skip_tokens: int):
-        batches = batched(_contexts(model, cfg), cfg.batch_size)
+        contexts = itertools.islice(_contexts(model, cfg), _train_contexts_used(cfg))
+        batches = batched(contexts, cfg.batch_size)
         stream = activation_stream(model, batches, hooks, cfg.batch_tokens, seed=cfg.seed)
         return itertools.islice(stream, skip_tokens // cfg.batch_tokens, None)
 
@@ -342,8 +344,8 @@ def train_sae_run(cfg: TrainSAEConfig, on_step: OnStep | None = None) -> TrainSA
             run_dir, batches, on_step=_History(run_dir / "history.jsonl", on_step, every)
         )
     else:
-        run_dir.mkdir(parents=True, exist_ok=_rank() > 0)
-        if _rank() == 0:
+        if _rank() == 0:  # other ranks write nothing, and must not race rank 0's exists-check
+            run_dir.mkdir(parents=True)
             _write_json(run_dir / "train_sae.json", cfg.to_dict())
         history = _History(run_dir / "history.jsonl", on_step, every)
         result = train(
