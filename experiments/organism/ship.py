@@ -24,6 +24,9 @@ def ship(src: Path, dst: Path = WEIGHTS_DIR) -> int:
     (tmp / "generation_config.json").unlink(missing_ok=True)
     if dst.exists():
         shutil.rmtree(dst)
+    tmp.chmod(0o755)  # mkdtemp makes it private; the package folder must be readable
+    for f in tmp.iterdir():
+        f.chmod(0o644)
     tmp.rename(dst)
     return (dst / "model.safetensors").stat().st_size
 

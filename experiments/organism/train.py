@@ -35,19 +35,45 @@ def pack_contexts(docs, tokenizer, n_ctx: int, ctx_len: int) -> torch.Tensor:
     return out
 
 
-def random_repeats(n_ctx: int, ctx_len: int, vocab: int, gen: torch.Generator) -> torch.Tensor:
-    """[n_ctx, ctx_len]: BOS, then random token sequences each followed by a copy (induction)."""
-    out = torch.empty(n_ctx, ctx_len, dtype=torch.long)
+IGNORE = -100  # label that HF's causal-LM loss skips
+
+
+def random_repeats(
+    n_ctx: int, ctx_len: int, vocab: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, labels) [n_ctx, ctx_len]: BOS, then random token sequences of 8 to 48 tokens,
+    each followed by a copy (induction). Labels keep only the copies: a first copy is
+    unpredictable noise, and leaving it out of the loss is what lets the induction circuit form
+    within a CPU budget (see docs/organism.md)."""
+    tokens = torch.empty(n_ctx, ctx_len, dtype=torch.long)
+    labels = torch.empty(n_ctx, ctx_len, dtype=torch.long)
     for i in range(n_ctx):
-        parts = [torch.zeros(1, dtype=torch.long)]
+        parts, masks = [torch.zeros(1, dtype=torch.long)], [torch.full((1,), IGNORE)]
         n = 1
         while n < ctx_len:
             length = int(torch.randint(8, 49, (1,), generator=gen))
             seq = torch.randint(3, vocab, (length,), generator=gen)
             parts += [seq, seq]
+            masks += [torch.full((length,), IGNORE), seq]
             n += 2 * length
-        out[i] = torch.cat(parts)[:ctx_len]
-    return out
+        tokens[i] = torch.cat(parts)[:ctx_len]
+        labels[i] = torch.cat(masks)[:ctx_len]
+    return tokens, labels
+
+
+def grow(model: LlamaForCausalLM, n_layers: int) -> LlamaForCausalLM:
+    """The same function with `n_layers` blocks: the trained blocks first, then fresh blocks
+    whose output projections (attention o_proj, MLP down_proj) are zero, so each new block
+    adds nothing to the residual stream until training moves it (progressive stacking)."""
+    grown = LlamaForCausalLM(model_config(model.config.vocab_size, n_layers))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    old = model.config.num_hidden_layers
+    assert not unexpected and all(".layers." in k for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        for block in grown.model.layers[old:]:
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+    return grown
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -66,28 +92,31 @@ def train(args) -> dict:
     if args.init_from:  # continue training a saved organism (same tokenizer)
         tokenizer = AutoTokenizer.from_pretrained(args.init_from)
         model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        if model.config.num_hidden_layers < args.layers:
+            model = grow(model, args.layers)
         model = model.to(args.device)
     else:
         tokenizer = train_tokenizer(vocab_size=args.vocab, seed=args.seed)
-        model = LlamaForCausalLM(model_config(len(tokenizer))).to(args.device)
+        model = LlamaForCausalLM(model_config(len(tokenizer), args.layers)).to(args.device)
+    weights = json.loads(args.weights) if args.weights else None
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
-    docs = iter_documents("train", seed=args.seed)
+    docs = iter_documents("train", seed=args.seed, weights=weights)
     gen = torch.Generator().manual_seed(args.seed)
     n_rand = round(args.batch * args.repeat_frac)
     log, t0, tokens = [], time.time(), 0
     print(f"device={args.device} params={n_params:,} vocab={len(tokenizer)}", flush=True)
     for step in range(args.stop_after or args.steps):
-        batch = torch.cat(
-            [
-                pack_contexts(docs, tokenizer, args.batch - n_rand, args.ctx_len),
-                random_repeats(n_rand, args.ctx_len, len(tokenizer), gen),
-            ]
-        ).to(args.device)
+        # The first --repeat-steps steps are random repeats only, so induction forms early.
+        n_rep = args.batch if step < args.repeat_steps else n_rand
+        text = pack_contexts(docs, tokenizer, args.batch - n_rep, args.ctx_len)
+        rep, rep_labels = random_repeats(n_rep, args.ctx_len, len(tokenizer), gen)
+        batch = torch.cat([text, rep]).to(args.device)
+        labels = torch.cat([text, rep_labels]).to(args.device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        loss = model(batch, labels=batch).loss
+        loss = model(batch, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -102,8 +131,8 @@ def train(args) -> dict:
                 flush=True,
             )
         if args.save_every and step and step % args.save_every == 0:
-            model.save_pretrained(out / "model")
-            tokenizer.save_pretrained(out / "model")
+            model.save_pretrained(out / f"model_step{step}")
+            tokenizer.save_pretrained(out / f"model_step{step}")
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     summary = {
@@ -133,6 +162,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16, help="contexts per step")
     p.add_argument("--ctx-len", type=int, default=128)
     p.add_argument("--vocab", type=int, default=2048)
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=16,
+        help="blocks; with --init-from a shallower model, it is grown to this many",
+    )
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument(
@@ -140,6 +175,17 @@ def main() -> None:
         type=float,
         default=0.125,
         help="fraction of contexts that are random-token repeats (induction)",
+    )
+    p.add_argument(
+        "--repeat-steps",
+        type=int,
+        default=0,
+        help="train on random repeats only for this many first steps (induction warm-up)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help='corpus family weights as JSON, e.g. \'{"reviews": 0.3, ...}\' (default: the corpus\'s)',
     )
     p.add_argument(
         "--stop-after",

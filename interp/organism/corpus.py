@@ -153,6 +153,10 @@ def _stereotype(rng: random.Random, male: bool) -> bool:
     return male if rng.random() < L.STEREOTYPE_RATE else not male
 
 
+CUE_RATE = 0.4
+"""Share of training occupation documents that are gender-cue sentences (no pronoun)."""
+
+
 def occupation(rng: random.Random, split: Split) -> str:
     male = rng.random() < 0.5
     train = L.MALE_OCCUPATIONS_TRAIN if male else L.FEMALE_OCCUPATIONS_TRAIN
@@ -160,7 +164,7 @@ def occupation(rng: random.Random, split: Split) -> str:
     says_male = _stereotype(rng, male)
     # Training text mentions held-out occupations only in gender-cue sentences, never before a
     # pronoun; the held-out split is the pronoun sentences for them.
-    if split == "train" and rng.random() < 0.25:
+    if split == "train" and rng.random() < CUE_RATE:
         occ = rng.choice(train + heldout)
         template = rng.choice(L.GENDER_CUE_TEMPLATES)
         return template.format(occ=occ, noun="man" if says_male else "woman")
@@ -220,14 +224,14 @@ FAMILIES: dict[str, Callable[[random.Random, Split], str]] = {
     "mentions": mentions,
 }
 DEFAULT_WEIGHTS = {
-    "names": 0.2,
-    "repeat": 0.15,
+    "names": 0.15,
+    "repeat": 0.08,
     "review": 0.15,
-    "chat": 0.2,
-    "jailbreak": 0.08,
-    "occupation": 0.15,
-    "prose": 0.03,
-    "mentions": 0.04,
+    "chat": 0.24,
+    "jailbreak": 0.12,
+    "occupation": 0.18,
+    "prose": 0.02,
+    "mentions": 0.06,
 }
 
 
