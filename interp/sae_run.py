@@ -66,7 +66,7 @@ class TrainSAEConfig(JSONConfig):
     """Training tokens (BOS positions excluded)."""
     batch_tokens: int = 4096
     """Tokens per optimiser step."""
-    lr: float = 1e-3
+    lr: float = 4e-3
     """Peak Adam learning rate (warm-up 1%, linear decay over the last 20%)."""
     ctx_len: int = 128
     """Tokens per context, BOS included."""

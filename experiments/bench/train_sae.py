@@ -133,10 +133,11 @@ def saelens_config(cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
 
 
 def saelens_contexts_needed(cfg: TrainSAEConfig) -> int:
-    """Contexts given to SAELens: interp's bound plus the batches SAELens draws (and does not
-    train on) to estimate the norm, so that it needs no second epoch."""
-    norm_rows = _train_config(cfg).norm_estimation_batches * cfg.batch_tokens
-    return _train_contexts_used(cfg) + math.ceil(norm_rows / (cfg.ctx_len - 1)) + cfg.batch_size
+    """Contexts given to SAELens: what interp trains on, plus the batches SAELens draws (and
+    does not train on) to estimate the norm, plus its shuffle buffer (16 training batches and
+    one refill), so that it needs no second epoch."""
+    extra_rows = (_train_config(cfg).norm_estimation_batches + 17) * cfg.batch_tokens
+    return _train_contexts_used(cfg) + math.ceil(extra_rows / (cfg.ctx_len - 1)) + cfg.batch_size
 
 
 def train_saelens(model, cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
@@ -268,7 +269,9 @@ def main() -> None:
     p.add_argument("--k", type=int, default=16, help="active latents per token")
     p.add_argument("--tokens", type=int, default=163_840, help="training tokens (BOS excluded)")
     p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per optimiser step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+    p.add_argument(
+        "--lr", type=float, default=TrainSAEConfig.lr, help="peak Adam lr (default: train-sae's)"
+    )
     p.add_argument("--ctx-len", type=int, default=128, help="tokens per context, BOS included")
     p.add_argument("--batch-size", type=int, default=64, help="contexts per LM forward pass")
     p.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for metrics")
