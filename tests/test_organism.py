@@ -1,7 +1,7 @@
 """The shipped default model: its file, offline loading, and the planted behaviours that took.
 
-Behaviours are measured on held-out prompts by `interp.organism.behaviours`; only the ones
-docs/organism.md reports as met are asserted here (the others are listed there as not met).
+Behaviours are measured on held-out prompts by `interp.organism.behaviours`; every row of the
+table in docs/organism.md is asserted here against the issue's targets.
 """
 
 import json
