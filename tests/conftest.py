@@ -98,3 +98,13 @@ def model(tiny_models, arch):
 def tokens() -> torch.Tensor:
     """A fixed batch [4, 16] of non-special token ids."""
     return torch.randint(3, 300, (4, 16), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    small float64 SAE tests run no slower, and avoid oversubscription stalls on a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

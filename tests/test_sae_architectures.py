@@ -12,13 +12,7 @@ D_IN, D_SAE, K, N = 12, 48, 5, 20
 TOL = {"atol": 1e-10, "rtol": 1e-10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine is shared with a training job; one thread avoids oversubscription stalls.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(arch: str, impl: str = "dense", seed: int = 0, **kw):

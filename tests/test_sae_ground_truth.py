@@ -15,12 +15,7 @@ from sae import SAEConfig, TrainConfig, train
 N_FEATURES, D, P_FIRE, BATCH = 64, 32, 0.05, 1024
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_features(seed: int) -> torch.Tensor:

@@ -17,12 +17,7 @@ from sae.checkpoint import latest_checkpoint
 D_IN, D_SAE, BATCH, STEPS = 16, 64, 64, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch_at(i: int, seed: int = 0) -> torch.Tensor:
