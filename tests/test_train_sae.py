@@ -8,6 +8,9 @@
 import itertools
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,22 +41,15 @@ SMALL = [
 ]
 
 
+def cli(command: str, model_dir: Path, *args: str):
+    """`interp <command> --model <model_dir> <args>` in process; returns typer's Result."""
+    return runner.invoke(app, [command, "--model", str(model_dir), *args])
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_dirs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "r"
-    res = runner.invoke(
-        app,
-        [
-            "train-sae",
-            "--model",
-            str(tiny_dirs["llama"]),
-            "--layer",
-            "1",
-            "--out",
-            str(out),
-            *SMALL,
-        ],
-    )
+    res = cli("train-sae", tiny_dirs["llama"], "--layer", "1", "--out", str(out), *SMALL)
     assert res.exit_code == 0, res.output
     return out
 
@@ -125,9 +121,7 @@ def test_ce_clean_matches_hf(run_dir, tiny_dirs, tiny_models):
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_dirs, tmp_path, args, message):
     out = tmp_path / "run"
-    res = runner.invoke(
-        app, ["train-sae", "--model", str(tiny_dirs["llama"]), "--out", str(out), *SMALL, *args]
-    )
+    res = cli("train-sae", tiny_dirs["llama"], "--out", str(out), *SMALL, *args)
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert "Traceback" not in res.output
@@ -136,89 +130,23 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_dirs, tmp_path, args
 
 def test_existing_run_is_never_overwritten(run_dir, tiny_dirs):
     before = (run_dir / "saes" / HOOK / "sae_weights.safetensors").read_bytes()
-    res = runner.invoke(
-        app,
-        [
-            "train-sae",
-            "--model",
-            str(tiny_dirs["llama"]),
-            "--layer",
-            "1",
-            "--out",
-            str(run_dir),
-            *SMALL,
-        ],
-    )
+    res = cli("train-sae", tiny_dirs["llama"], "--layer", "1", "--out", str(run_dir), *SMALL)
     assert res.exit_code == 2 and "already exists" in res.output
-    res = runner.invoke(
-        app,
-        [
-            "train-sae",
-            "--model",
-            str(tiny_dirs["llama"]),
-            "--layer",
-            "1",
-            "--resume",
-            str(run_dir),
-            *SMALL[:-2],
-            "--k",
-            "8",
-        ],
-    )
+    args = ["--layer", "1", "--resume", str(run_dir), *SMALL[:-2], "--k", "8"]
+    res = cli("train-sae", tiny_dirs["llama"], *args)
     assert res.exit_code == 2 and "k: run has 4, asked for 8" in res.output
     assert (run_dir / "saes" / HOOK / "sae_weights.safetensors").read_bytes() == before
 
 
 def test_cache_from_another_hook_is_refused(tiny_dirs, tmp_path):
     cache = tmp_path / "acts"
-    res = runner.invoke(
-        app,
-        [
-            "capture",
-            "--model",
-            str(tiny_dirs["llama"]),
-            "--layer",
-            "0",
-            "--tokens",
-            "2048",
-            "--ctx-len",
-            "32",
-            "--out",
-            str(cache),
-        ],
-    )
+    args = ["--layer", "0", "--tokens", "2048", "--ctx-len", "32", "--out", str(cache)]
+    res = cli("capture", tiny_dirs["llama"], *args)
     assert res.exit_code == 0, res.output
-    res = runner.invoke(
-        app,
-        [
-            "train-sae",
-            "--model",
-            str(tiny_dirs["llama"]),
-            "--layer",
-            "1",
-            "--from-cache",
-            str(cache),
-            "--out",
-            str(tmp_path / "r"),
-            *SMALL,
-        ],
-    )
+    from_cache = ["--from-cache", str(cache), "--out", str(tmp_path / "r"), *SMALL]
+    res = cli("train-sae", tiny_dirs["llama"], "--layer", "1", *from_cache)
     assert res.exit_code == 2 and HOOK in res.output, res.output
-    res = runner.invoke(
-        app,
-        [
-            "train-sae",
-            "--model",
-            str(tiny_dirs["gpt2"]),
-            "--layer",
-            "0",
-            "--from-cache",
-            str(cache),
-            "--out",
-            str(tmp_path / "r"),
-            *SMALL,
-        ],
-    )
+    res = cli("train-sae", tiny_dirs["gpt2"], "--layer", "0", *from_cache)
     assert res.exit_code == 2 and "model" in res.output, res.output
     assert not (tmp_path / "r").exists()
 
@@ -228,12 +156,11 @@ def test_training_from_a_capture_cache(run_dir, tiny_dirs, tiny_models, tmp_path
     saved SAE's explained variance there matches SAELens's reconstruction, and it is as good as
     the SAE trained live on the same config (same activations, another shuffle and eval slice)."""
     cache, out = tmp_path / "acts", tmp_path / "r"
-    model_args = ["--model", str(tiny_dirs["llama"]), "--layer", "1", "--ctx-len", "32"]
-    res = runner.invoke(app, ["capture", *model_args, "--tokens", "6144", "--out", str(cache)])
+    args = ["--layer", "1", "--ctx-len", "32", "--tokens", "6144", "--out", str(cache)]
+    res = cli("capture", tiny_dirs["llama"], *args)
     assert res.exit_code == 0, res.output
-    res = runner.invoke(
-        app, ["train-sae", *model_args[:4], "--from-cache", str(cache), "--out", str(out), *SMALL]
-    )
+    args = ["--layer", "1", "--from-cache", str(cache), "--out", str(out), *SMALL]
+    res = cli("train-sae", tiny_dirs["llama"], *args)
     assert res.exit_code == 0, res.output
     metrics = _check_ev_against_saelens(out, tiny_models["llama"], start=6144 // 32)
     live = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
@@ -243,10 +170,6 @@ def test_training_from_a_capture_cache(run_dir, tiny_dirs, tiny_models, tmp_path
 def test_torchrun_two_gloo_ranks_match_one_process(run_dir, tiny_dirs, tmp_path):
     """`torchrun --nproc-per-node 2 -m interp train-sae` (gloo, CPU) on the same global batches
     gives the SAE and held-out metrics of the 1-process run (float32 all-reduce order only)."""
-    import os
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
 
     out = tmp_path / "ddp"
