@@ -1,0 +1,78 @@
+"""The learning-rate sweep behind train-sae's default lr (docs/sae.md).
+
+Captures `--batches` batches of 4,096 activations at one hook of a model (the embedded one by
+default) with train-sae's own live stream, then trains one SAE per (architecture, lr) with
+`sae.training.train` on the first `--steps` batches and reports explained variance and L0 on
+the last 20 batches, which no SAE trained on. d_sae 1024, k 16, seed 0, one torch thread.
+
+    python experiments/bench/sae_lr.py --layer 8 --batches 60 --steps 40
+    python experiments/bench/sae_lr.py --layer 12 --batches 250 --steps 230 \
+        --archs topk,relu,jumprelu,batchtopk --lrs 1e-3,4e-3
+"""
+
+import argparse
+import itertools
+
+import torch
+
+from interp.models import load_model
+from interp.sae_run import TrainSAEConfig, batch_source
+from sae import SAEConfig, TrainConfig, build_sae, train
+
+BATCH, HELD_OUT = 4096, 20
+
+
+def capture(model_spec: str, layer: int, n_batches: int) -> torch.Tensor:
+    """[n_batches * 4096, d_model] rows of blocks.<layer>.hook_resid_post, train-sae's stream."""
+    cfg = TrainSAEConfig(model=model_spec, layers=(layer,), tokens=BATCH * n_batches)
+    model = load_model(model_spec, device="cpu", dtype="float32")
+    hook = f"blocks.{layer}.hook_resid_post"
+    rows = [b[hook] for b in itertools.islice(batch_source(model, cfg, [hook])(0), n_batches)]
+    return torch.cat(rows)
+
+
+def held_out_ev(x: torch.Tensor, arch: str, lr: float, steps: int) -> tuple[float, float]:
+    """(explained variance, L0) on the held-out rows of an SAE trained on the first steps."""
+    train_x, test_x = x[: steps * BATCH], x[-HELD_OUT * BATCH :]
+    sae_cfg = SAEConfig(arch=arch, d_in=x.shape[1], d_sae=1024, k=16, device="cpu")
+    cfg = TrainConfig(
+        total_tokens=steps * BATCH,
+        batch_tokens=BATCH,
+        lr=lr,
+        lr_warmup_steps=max(1, steps // 100),
+        lr_decay_fraction=0.2,
+        dead_tokens_window=10_000_000,
+        checkpoint_every=0,
+    )
+    result = train(build_sae(sae_cfg, seed=0), cfg, lambda skip: iter(train_x[skip:].split(BATCH)))
+    sae = next(iter(result.saes.values()))
+    with torch.no_grad():
+        x_hat, acts = sae(test_x), sae.encode(test_x)
+    ev = 1 - (test_x - x_hat).pow(2).sum() / (test_x - test_x.mean(0)).pow(2).sum()
+    return ev.item(), (acts > 0).float().sum(-1).mean().item()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="default")
+    p.add_argument("--layer", type=int, default=12)
+    p.add_argument("--batches", type=int, default=250, help="batches captured (last 20 held out)")
+    p.add_argument("--steps", type=int, default=230, help="training steps (<= batches - 20)")
+    p.add_argument("--archs", default="topk")
+    p.add_argument("--lrs", default="1e-3,2e-3,4e-3,8e-3")
+    args = p.parse_args()
+    if args.steps > args.batches - HELD_OUT:
+        p.error(f"--steps must be <= --batches - {HELD_OUT} = {args.batches - HELD_OUT}")
+    torch.set_num_threads(1)
+    x = capture(args.model, args.layer, args.batches)
+    print(
+        f"blocks.{args.layer}.hook_resid_post, {args.steps} steps, held-out rows {HELD_OUT * BATCH}"
+    )
+    for arch in args.archs.split(","):
+        for lr in map(float, args.lrs.split(",")):
+            ev, l0 = held_out_ev(x, arch, lr, args.steps)
+            print(f"{arch:10s} lr {lr:.0e}  EV {ev:.4f}  L0 {l0:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
