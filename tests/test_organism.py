@@ -70,6 +70,27 @@ def test_induction(lm):
     assert first < 0.01  # the first copy is random tokens: near chance (1/2045)
 
 
+def test_documented_previous_token_and_induction_heads():
+    """docs/organism.md's ground truth for head-finding tools, from HF's own eager attention
+    patterns on random sequences repeated twice: L0H3 attends to the previous token, every head
+    of block 1 to the token after the current token's first occurrence (offset -(length - 1))."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        WEIGHTS_DIR, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    length = 32
+    seq = torch.randint(3, 2048, (8, length), generator=torch.Generator().manual_seed(1))
+    tokens = torch.cat([torch.zeros(8, 1, dtype=torch.long), seq, seq], dim=1)
+    with torch.no_grad():
+        patterns = model(tokens, output_attentions=True).attentions  # [batch, head, q, k]
+    prev = torch.diagonal(patterns[0], offset=-1, dim1=-2, dim2=-1).mean((0, -1))
+    # Queries in the second copy (positions length+2 ..) attend to key = query - (length - 1).
+    ind = torch.diagonal(patterns[1], offset=-(length - 1), dim1=-2, dim2=-1)[..., 2:]
+    assert prev[3] > 0.7 and prev[:3].max() < 0.2
+    assert ind.mean((0, -1)).min() > 0.8
+
+
 def test_refusal_over_refusal_and_jailbreak(lm):
     rates = behaviours.refusal_rates(*lm)
     assert rates["refusal"] >= 0.9
