@@ -3,7 +3,7 @@
 One LM forward pass feeds every SAE of a run (one per hook). The run folder holds:
 
     <out>/train_sae.json          the TrainSAEConfig (the run repeats from it)
-    <out>/checkpoints/            trainer checkpoints (resume with --resume <out>)
+    <out>/checkpoints/            every 10 min, on SIGINT/SIGTERM, at the end (--resume <out>)
     <out>/saes/<hook>/            SAELens folders: cfg.json, sae_weights.safetensors,
                                   sparsity.safetensors, metrics.json
     <out>/history.jsonl           training curves (tokens, loss, L0, explained variance, ...)
@@ -27,12 +27,16 @@ import torch
 from interp.activation_cache import iter_cache, open_cache
 from interp.capture import activation_stream, capture
 from interp.config import JSONConfig
-from interp.data import batched, check_source, iter_contexts, iter_texts
+from interp.data import batched, check_source, iter_contexts, iter_texts, prefetch
 from interp.errors import InterpError
 from interp.hooks import check_hook_names, site_hook_name
 from interp.models import load_model, model_id
 from sae.config import SAEConfig, TrainConfig
 from sae.registry import ARCHITECTURES
+
+CHECKPOINT_SECONDS = 600.0
+"""A run writes a checkpoint every 10 minutes, on SIGINT/SIGTERM and at the end. Step-based
+checkpoints cost too much on a GPU: a 24576-latent SAE's weights and Adam state are 300 MB."""
 
 RESUMABLE_CHANGES = ("resume", "out", "device")
 """Fields that may differ between a run's saved config and the one that resumes it."""
@@ -207,7 +211,8 @@ def _train_config(cfg: TrainSAEConfig) -> TrainConfig:
         dead_tokens_window=min(1_000_000, cfg.tokens // 4),
         seed=cfg.seed,
         compile=cfg.compile,
-        checkpoint_every=max(50, steps // 10),
+        checkpoint_every=0,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     )
 
 
@@ -226,9 +231,13 @@ def _train_contexts_used(cfg: TrainSAEConfig) -> int:
 def batch_source(model: Any, cfg: TrainSAEConfig, hooks: list[str]):
     """make_batches(skip_tokens): the run's activation batches after `skip_tokens` tokens."""
 
+    on_gpu = next(model.parameters()).device.type == "cuda"
+
     def live(skip_tokens: int):
         contexts = itertools.islice(_contexts(model, cfg), _train_contexts_used(cfg))
         batches = batched(contexts, cfg.batch_size)
+        if on_gpu:  # tokenise the next batches on the CPU while the GPU works
+            batches = prefetch(batches)
         stream = activation_stream(model, batches, hooks, cfg.batch_tokens, seed=cfg.seed)
         return itertools.islice(stream, skip_tokens // cfg.batch_tokens, None)
 

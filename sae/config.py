@@ -81,7 +81,8 @@ class SAEConfig(_DictMixin):
     """Subtract b_dec from the input before encoding (SAELens's default)."""
     decoder_impl: DecoderImpl = "auto"
     """topk/batchtopk: decode from (indices, values) ('sparse') or with a dense matmul ('dense');
-    'auto' picks sparse when k / d_sae <= 1/8 (measured crossover on CPU, see docs/sae.md)."""
+    'auto' picks sparse when k / d_sae <= 1/8 on the CPU and dense on CUDA (measured, see
+    docs/sae.md)."""
     dtype: Dtype = "float32"
     """Parameter dtype. Train in float32; bf16 compute comes from TrainConfig.autocast_bf16."""
     device: str = "auto"
@@ -175,6 +176,9 @@ class TrainConfig(_DictMixin):
     """torch.compile the per-step loss function."""
     checkpoint_every: int = 1000
     """Write a checkpoint every this many steps (0: only on a signal and at the end)."""
+    checkpoint_seconds: float = 0.0
+    """Also write one when this many seconds have passed since the last (or the start); 0: off.
+    Data-parallel ranks follow rank 0's clock, so they all write at the same step."""
     keep_checkpoints: int = 2
     """Most recent checkpoints kept on disk; older ones are deleted."""
 
@@ -205,6 +209,7 @@ class TrainConfig(_DictMixin):
         _require(self.dead_tokens_window > 0, "dead_tokens_window must be > 0")
         _require(self.norm_estimation_batches > 0, "norm_estimation_batches must be > 0")
         _require(self.keep_checkpoints > 0, "keep_checkpoints must be > 0")
+        _require(self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0")
 
     @property
     def total_steps(self) -> int:

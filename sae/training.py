@@ -16,6 +16,7 @@ loss, mse, sparsity, auxk, l0, explained_variance, dead_fraction and lr (global 
 import contextlib
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -169,6 +170,7 @@ class Trainer:
         self.names = list(state.saes)
         self.last_checkpoint = latest_checkpoint(self.run_dir) if self.run_dir else None
         self.last_metrics: StepMetrics = {}
+        self.checkpoint_time = time.monotonic()
         self.loss_fns = {
             n: torch.compile(s.loss) if self.cfg.compile else s.loss for n, s in state.saes.items()
         }
@@ -278,11 +280,15 @@ class Trainer:
         return metrics, fired.round().long().cpu()
 
     def _checkpoint_if_needed(self, stop: StopRequest) -> None:
-        # Every rank stops at the same step, even if only one received the signal.
-        signum = int(all_reduce_(torch.tensor([stop.signum or 0]), "max").item())
+        # Every rank stops at the same step, even if only one received the signal, and writes
+        # a timed checkpoint at the same step as rank 0 (the others' clocks count as 0).
+        seconds = self.cfg.checkpoint_seconds
+        due = seconds > 0 and self.rank == 0 and time.monotonic() - self.checkpoint_time >= seconds
+        flags = all_reduce_(torch.tensor([stop.signum or 0, int(due)]), "max").tolist()
+        signum, due = int(flags[0]), bool(flags[1])
         every = self.cfg.checkpoint_every
         periodic = every > 0 and self.state.step % every == 0
-        if self.run_dir is not None and (periodic or signum):
+        if self.run_dir is not None and (periodic or due or signum):
             self._write_checkpoint()
         if signum:
             stop.signum = signum
@@ -293,6 +299,7 @@ class Trainer:
             write_checkpoint(self.run_dir, self.state)
         barrier()
         self.last_checkpoint = latest_checkpoint(self.run_dir)
+        self.checkpoint_time = time.monotonic()
 
     def _finish(self) -> TrainResult:
         st = self.state

@@ -131,6 +131,25 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, reference)
     assert_same_saes(result.saes, reference[0].saes)
 
 
+def test_timed_checkpoints_follow_the_clock(tmp_path, monkeypatch):
+    """checkpoint_seconds: a checkpoint at the first step ending 30 s after the last one."""
+    import sae.training
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(sae.training.time, "monotonic", lambda: clock["now"])
+    seen = []
+
+    def tick(step, tokens, metrics):  # each step "takes" 12 s; the check runs after this
+        clock["now"] += 12.0
+        ckpt = latest_checkpoint(tmp_path)
+        seen.append(None if ckpt is None else int(ckpt.name.split("_")[1]))
+
+    train(sae_cfgs(), train_cfg(checkpoint_seconds=30.0), factory(), run_dir=tmp_path, on_step=tick)
+    # written after steps 3 (36 s), 6 (72 s), 9 (108 s); `seen` lags by one step
+    assert seen == [None, None, None, 3, 3, 3, 6, 6, 6, 9]
+    assert latest_checkpoint(tmp_path).name == f"step_{STEPS:08d}"  # and the final one
+
+
 def test_sigterm_with_plain_iterable_single_sae(tmp_path):
     cfg = SAEConfig(arch="topk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu")
     batches = [batch_at(i) for i in range(STEPS)]
