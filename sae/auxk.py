@@ -1,6 +1,5 @@
 """AuxK, the auxiliary loss of TopK SAEs against dead latents (Gao et al. 2024, appendix A.2)."""
 
-import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
@@ -23,14 +22,18 @@ def auxk_loss(
     SAELens). The ReLU matches the TopK activation (as EleutherAI's sparsify); SAELens uses the
     raw pre-activations. Returns 0 with no dead latents.
     """
-    n_dead = 0 if dead_mask is None else int(dead_mask.sum())
+    if dead_mask is None:
+        return pre_acts.new_zeros(())
+    dead = dead_mask.nonzero().squeeze(1)
+    n_dead = dead.numel()
     if n_dead == 0:
         return pre_acts.new_zeros(())
     k_aux = min(aux_k, n_dead)
     scale = min(n_dead / aux_k, 1.0)
-    masked = pre_acts.masked_fill(~dead_mask, -torch.inf)
-    values, indices = masked.topk(k_aux, dim=-1, sorted=False)
-    values = values.relu()
+    # The top k_aux among the dead columns only: a gather of [n, n_dead] instead of masking
+    # and searching all d_sae columns (most latents are alive once training is under way).
+    values, local = pre_acts.index_select(-1, dead).topk(k_aux, dim=-1, sorted=False)
+    indices, values = dead[local], values.relu()
     if sparse:
         e_hat = sparse_decode(indices, values, W_dec)
     else:

@@ -29,6 +29,18 @@ DTYPES = {
 }
 
 
+def firing_counts(
+    indices: Int[Tensor, "n k"], values: Float[Tensor, "n k"], d_sae: int
+) -> Int[Tensor, " d_sae"]:
+    """How many rows each latent is non-zero on, from (indices, values) of k latents per row.
+    An index_add of 0/1 instead of bincount(indices[values > 0]), whose boolean indexing
+    would wait for the GPU."""
+    hits = (values > 0).reshape(-1).long()
+    return torch.zeros(d_sae, dtype=torch.long, device=indices.device).index_add_(
+        0, indices.reshape(-1), hits
+    )
+
+
 class LossTerms(NamedTuple):
     """One training forward pass. All losses are means over the batch's tokens."""
 

@@ -41,7 +41,7 @@ class BatchTopKSAE(SAE):
     def sparse_decoding(self) -> bool:
         """Whether `loss` decodes with embedding_bag (see `sae.sparse`)."""
         c = self.cfg
-        return use_sparse_decoder(c.decoder_impl, c.k, c.d_sae)
+        return use_sparse_decoder(c.decoder_impl, c.k, c.d_sae, self.W_dec.device)
 
     def batch_mask(self, pre: Float[Tensor, "n d_sae"]) -> Bool[Tensor, "n d_sae"]:
         """True at the k * n largest positive entries of relu(pre), n counted over all ranks

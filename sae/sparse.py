@@ -7,7 +7,10 @@ shared 2-core CPU with one thread (docs/sae.md has the table), a whole TopK trai
 (loss + backward, AuxK on) at tokens=4096, d_sae=4096, d_in=512 took 1.55 s sparse against
 2.93 s dense for k=32 and 2.57 s against 4.49 s for k=512 (k/d_sae = 1/8); at d_sae=16384,
 d_in=768, k=64, 2048 tokens, 3.7 s against 11.6 s. Below k/d_sae = 1/8 sparse won or tied
-everywhere measured, hence `use_sparse_decoder`.
+everywhere measured, hence `use_sparse_decoder`. On an H100 (bf16 autocast, AuxK on, Adam) it
+loses: a whole step at tokens=4096, d_in=768, d_sae=24576, k=32 took 17.8 ms sparse against
+12.4 ms dense, and 40.6 against 42.2 ms at d_sae=98304, k=64 (embedding_bag's backward adds
+into W_dec's rows with atomics), so 'auto' is dense on CUDA.
 """
 
 import torch
@@ -16,11 +19,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
-def use_sparse_decoder(impl: str, k: int, d_sae: int) -> bool:
+def use_sparse_decoder(impl: str, k: int, d_sae: int, device: torch.device | None = None) -> bool:
     """Whether a topk-style SAE should decode sparsely: 'sparse', 'dense', or 'auto', which
-    picks sparse when k / d_sae <= 1/8 (see the module docstring)."""
+    picks sparse off CUDA when k / d_sae <= 1/8 (see the module docstring)."""
     if impl == "auto":
-        return 8 * k <= d_sae
+        return 8 * k <= d_sae and (device is None or device.type != "cuda")
     return impl == "sparse"
 
 

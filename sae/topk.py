@@ -12,7 +12,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from sae.auxk import auxk_loss
-from sae.base import SAE, LossTerms
+from sae.base import SAE, LossTerms, firing_counts
 from sae.sparse import dense_from_sparse, sparse_decode, use_sparse_decoder
 
 
@@ -25,7 +25,7 @@ class TopKSAE(SAE):
     def sparse_decoding(self) -> bool:
         """Whether `loss` and `decode_topk` use the embedding_bag path (see `sae.sparse`)."""
         c = self.cfg
-        return use_sparse_decoder(c.decoder_impl, c.k, c.d_sae)
+        return use_sparse_decoder(c.decoder_impl, c.k, c.d_sae, self.W_dec.device)
 
     def encode_topk(
         self, x: Float[Tensor, "*batch d_in"]
@@ -70,5 +70,5 @@ class TopKSAE(SAE):
         aux = auxk_loss(
             pre, x - x_hat, dead_mask, self.W_dec, self.cfg.resolved_aux_k, self.sparse_decoding
         )
-        fired = torch.bincount(indices[values > 0], minlength=self.cfg.d_sae)
+        fired = firing_counts(indices, values, self.cfg.d_sae)
         return LossTerms(x_hat, self.mse(x, x_hat), pre.new_zeros(()), aux, fired)
