@@ -18,9 +18,11 @@ same source, seed and tokenizer give the same contexts.
 
 import itertools
 import json
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from jaxtyping import Int
@@ -199,6 +201,54 @@ def batched(
     contexts = iter(contexts)
     while batch := list(itertools.islice(contexts, batch_size)):
         yield torch.stack(batch)
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """The items of `items`, produced up to `depth` ahead by a background thread.
+
+    For a GPU run, where tokenising the next batches on the CPU can overlap the GPU's work
+    instead of stalling it (the tokenizers library releases the GIL while it encodes). An
+    exception in the producer is raised here, at the item where it happened; closing this
+    generator (or dropping it) stops the producer at its next item.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, end))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((False, e))
+
+    thread = threading.Thread(target=produce, name="interp-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def context_batches(

@@ -16,6 +16,7 @@ from interp.data import (
     iter_contexts,
     iter_texts,
     pack_contexts,
+    prefetch,
 )
 from interp.errors import DataError, OfflineError
 
@@ -122,3 +123,37 @@ def test_batches(tokenizer):
     batches = list(itertools.islice(context_batches(tokenizer, "default", 16, 5), 3))
     assert [tuple(b.shape) for b in batches] == [(5, 16)] * 3
     assert [tuple(b.shape) for b in batched(iter(torch.zeros(7, 4)), 3)] == [(3, 4), (3, 4), (1, 4)]
+
+
+def test_prefetch_keeps_order_and_ends():
+    assert list(prefetch(iter(range(1000)), depth=3)) == list(range(1000))
+    assert list(prefetch([])) == []
+
+
+def test_prefetch_raises_the_producers_error_at_its_item():
+    def items():
+        yield from range(5)
+        raise DataError("bad document 5")
+
+    it = prefetch(items(), depth=2)
+    assert list(itertools.islice(it, 5)) == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match="bad document 5"):
+        next(it)
+
+
+def test_prefetch_stops_its_thread_when_closed():
+    import threading
+
+    produced = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+
+    it = prefetch(endless(), depth=2)
+    assert next(it) == 0
+    it.close()
+    assert not any(t.name == "interp-prefetch" for t in threading.enumerate())
+    n = len(produced)  # at most depth + 2 ahead of the consumer, and no longer growing
+    assert n <= 4 and len(produced) == n
