@@ -100,7 +100,7 @@ def saelens_config(cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
             d_sae=cfg.d_sae,
             k=cfg.k,
             dtype="float32",
-            device="cpu",
+            device=cfg.device,
             normalize_activations="expected_average_only_in",
         ),
         model_name=cfg.model,
@@ -121,8 +121,9 @@ def saelens_config(cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
         lr_decay_steps=math.ceil(ours.lr_decay_fraction * steps),
         dead_feature_window=max(1, ours.dead_tokens_window // cfg.batch_tokens),
         n_batches_for_norm_estimate=ours.norm_estimation_batches,
-        device="cpu",
+        device=cfg.device,
         dtype="float32",
+        autocast=cfg.device.startswith("cuda"),  # bf16 autocast, as interp's trainer on CUDA
         seed=cfg.seed,
         logger=LoggingConfig(log_to_wandb=False),
         n_checkpoints=0,
@@ -157,7 +158,7 @@ def train_saelens(model, cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Pat
     read = runner.activations_store.n_dataset_processed
     if read > len(contexts):  # a second epoch: SAELens trained on some contexts twice
         raise RuntimeError(f"SAELens read {read} contexts of the {len(contexts)} given")
-    return load_sae(out_dir, device="cpu"), seconds, {"given": len(contexts), "read": read}
+    return load_sae(out_dir, device=cfg.device), seconds, {"given": len(contexts), "read": read}
 
 
 def held_out_metrics(model, sae, hook: str, batches) -> dict:
@@ -201,7 +202,7 @@ def make_cfg(args, spec: str) -> TrainSAEConfig:
         ctx_len=args.ctx_len,
         batch_size=args.batch_size,
         eval_tokens=args.eval_tokens,
-        device="cpu",
+        device=args.device,
         seed=args.seed,
     )
 
@@ -210,7 +211,10 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         spec, described = resolve_model_spec(args.model, Path(tmp))
-        model = load_model(spec, device="cpu", dtype="float32")
+        # On CUDA the LM runs in bf16 for both (interp's default there), the SAEs in fp32
+        # under bf16 autocast; on the CPU everything is fp32.
+        dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+        model = load_model(spec, device=args.device, dtype=dtype)
         if args.layer is None:
             args.layer = model.cfg.n_layers // 2
         cfg = make_cfg(args, spec)
@@ -227,7 +231,9 @@ def run(args) -> dict:
     seconds = {OURS: ours_s, THEIRS: theirs_s}
     return {
         "date": date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        "machine": torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
         "git": git_state(),
@@ -276,6 +282,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64, help="contexts per LM forward pass")
     p.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for metrics")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 LM, bf16 autocast)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     args = p.parse_args()
