@@ -161,6 +161,12 @@ class TrainConfig(_DictMixin):
     """Linear decay to 0 over this final fraction of the steps (0 keeps lr constant)."""
     sparsity_warmup_steps: int = 0
     """Linear warm-up of the sparsity penalty (relu L1, jumprelu L0) from 0 over this many steps."""
+    grad_clip_norm: float | None = 1.0
+    """Scale each SAE's gradient down to this L2 norm (over all its parameters) before the Adam
+    step when it is larger; None: off. SAELens clips at 1.0 too. The normalised TopK loss has
+    gradient norms far above 1 throughout, so this makes every step's gradient unit-norm; Adam's
+    second moment then no longer remembers the large early gradients, and later steps stay
+    large (held-out EV +0.007 at 244 steps on the embedded model, docs/sae.md)."""
     aux_k_coefficient: float = 1 / 32
     """Weight of the AuxK loss of topk/batchtopk (Gao et al. 2024 use 1/32)."""
     dead_tokens_window: int = 10_000_000
@@ -210,6 +216,10 @@ class TrainConfig(_DictMixin):
         _require(self.norm_estimation_batches > 0, "norm_estimation_batches must be > 0")
         _require(self.keep_checkpoints > 0, "keep_checkpoints must be > 0")
         _require(self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0")
+        _require(
+            self.grad_clip_norm is None or self.grad_clip_norm > 0,
+            f"grad_clip_norm must be None or > 0, got {self.grad_clip_norm}",
+        )
 
     @property
     def total_steps(self) -> int:

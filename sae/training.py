@@ -245,6 +245,8 @@ class Trainer:
         total.backward()
         average_gradients_(list(sae.parameters()))
         sae.project_decoder_grad_()
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip_norm)
         lr = cfg.lr * lr_factor(st.step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr

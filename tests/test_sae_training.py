@@ -131,6 +131,49 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, reference)
     assert_same_saes(result.saes, reference[0].saes)
 
 
+def steps_checked_against_hand_written_adam(clip):
+    """Three trainer steps against a reference: loss, backward, decoder-grad projection, the
+    gradient scaled to norm `clip` when larger (the norm over all parameters), Adam, row
+    renormalisation. Adam's first step ignores a gradient's scale, so clipping shows from the
+    second step on, where it changes the moments' mix of old and new gradients."""
+    cfg = SAEConfig(
+        arch="topk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu", dtype="float64",
+        normalize_activations="none",
+    )  # fmt: skip
+    xs = [batch_at(i).double() * (1 + 2 * i) for i in range(3)]  # gradient norms differ
+    tcfg = train_cfg(
+        total_tokens=3 * BATCH, lr_warmup_steps=0, lr_decay_fraction=0.0, grad_clip_norm=clip,
+        dead_tokens_window=10**9,  # no dead latents, so no AuxK term
+    )  # fmt: skip
+    ours = train(build_sae(cfg, seed=3), tcfg, xs).saes["sae"]
+
+    ref = build_sae(cfg, seed=3)
+    opt = torch.optim.Adam(ref.parameters(), lr=3e-3)
+    for x in xs:
+        opt.zero_grad()
+        ref.loss(x, torch.zeros(D_SAE, dtype=torch.bool)).mse.backward()
+        W, g = ref.W_dec.detach(), ref.W_dec.grad
+        g -= (g * W).sum(-1, keepdim=True) * W
+        grads = [p.grad for p in ref.parameters()]
+        norm = torch.sqrt(sum((gr**2).sum() for gr in grads))
+        assert norm > 1.0  # so that clip=1 does clip
+        if clip is not None:
+            for gr in grads:
+                gr *= clip / norm
+        opt.step()
+        with torch.no_grad():
+            ref.W_dec /= ref.W_dec.norm(dim=-1, keepdim=True)
+    for (n, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-10, rtol=1e-10, msg=n)
+    return ours
+
+
+def test_steps_equal_hand_written_adam_steps_with_and_without_clipping():
+    unclipped = steps_checked_against_hand_written_adam(None)
+    clipped = steps_checked_against_hand_written_adam(1.0)
+    assert (unclipped.W_enc - clipped.W_enc).abs().max() > 1e-4  # clipping did change them
+
+
 def test_timed_checkpoints_follow_the_clock(tmp_path, monkeypatch):
     """checkpoint_seconds: a checkpoint at the first step ending 30 s after the last one."""
     import sae.training

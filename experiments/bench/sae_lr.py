@@ -8,6 +8,10 @@ the last 20 batches, which no SAE trained on. d_sae 1024, k 16, seed 0, one torc
     python experiments/bench/sae_lr.py --layer 8 --batches 60 --steps 40
     python experiments/bench/sae_lr.py --layer 12 --batches 250 --steps 230 \
         --archs topk,relu,jumprelu,batchtopk --lrs 1e-3,4e-3
+    python experiments/bench/sae_lr.py --layer 8 --batches 264 --steps 244 --lrs 4e-3 \
+        --clips none,0.25,1,4
+
+`--clips` sets `TrainConfig.grad_clip_norm` ('none': off; default 1, the trainer's default).
 """
 
 import argparse
@@ -31,7 +35,9 @@ def capture(model_spec: str, layer: int, n_batches: int) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def held_out_ev(x: torch.Tensor, arch: str, lr: float, steps: int) -> tuple[float, float]:
+def held_out_ev(
+    x: torch.Tensor, arch: str, lr: float, steps: int, clip: float | None = 1.0
+) -> tuple[float, float]:
     """(explained variance, L0) on the held-out rows of an SAE trained on the first steps."""
     train_x, test_x = x[: steps * BATCH], x[-HELD_OUT * BATCH :]
     sae_cfg = SAEConfig(arch=arch, d_in=x.shape[1], d_sae=1024, k=16, device="cpu")
@@ -43,6 +49,7 @@ def held_out_ev(x: torch.Tensor, arch: str, lr: float, steps: int) -> tuple[floa
         lr_decay_fraction=0.2,
         dead_tokens_window=10_000_000,
         checkpoint_every=0,
+        grad_clip_norm=clip,
     )
     result = train(build_sae(sae_cfg, seed=0), cfg, lambda skip: iter(train_x[skip:].split(BATCH)))
     sae = next(iter(result.saes.values()))
@@ -60,6 +67,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=230, help="training steps (<= batches - 20)")
     p.add_argument("--archs", default="topk")
     p.add_argument("--lrs", default="1e-3,2e-3,4e-3,8e-3")
+    p.add_argument("--clips", default="1", help="gradient-norm clips, 'none' for off")
     args = p.parse_args()
     if args.steps > args.batches - HELD_OUT:
         p.error(f"--steps must be <= --batches - {HELD_OUT} = {args.batches - HELD_OUT}")
@@ -68,10 +76,12 @@ def main() -> None:
     print(
         f"blocks.{args.layer}.hook_resid_post, {args.steps} steps, held-out rows {HELD_OUT * BATCH}"
     )
+    clips = [None if c == "none" else float(c) for c in args.clips.split(",")]
     for arch in args.archs.split(","):
         for lr in map(float, args.lrs.split(",")):
-            ev, l0 = held_out_ev(x, arch, lr, args.steps)
-            print(f"{arch:10s} lr {lr:.0e}  EV {ev:.4f}  L0 {l0:.1f}", flush=True)
+            for clip in clips:
+                ev, l0 = held_out_ev(x, arch, lr, args.steps, clip)
+                print(f"{arch:10s} lr {lr:.0e}  clip {clip}  EV {ev:.4f}  L0 {l0:.1f}", flush=True)
 
 
 if __name__ == "__main__":
