@@ -97,7 +97,10 @@ class SAE(nn.Module):
         self.check_input(x)
         x = x.to(self.W_enc.dtype)
         if self.cfg.apply_b_dec_to_input:
-            x = x - self.b_dec
+            # = (x - b_dec) @ W_enc + b_enc. With b_dec folded into the bias, autograd gives b_dec
+            # its gradient from the column sums of the pre-activation gradient (a vector-matrix
+            # product) instead of a third [n, d_sae] x [d_sae, d_in] matmul per step.
+            return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
         return x @ self.W_enc + self.b_enc
 
     def encode(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
