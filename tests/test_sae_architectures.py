@@ -295,3 +295,16 @@ def test_fold_input_scale():
         expected = sae(x * 2.5) / 2.5
         sae.fold_input_scale_(2.5)
         torch.testing.assert_close(sae(x), expected, **TOL)
+
+
+def test_auto_decoder_is_sparse_on_cpu_for_small_k_and_dense_on_cuda():
+    """The measured crossovers (docs/sae.md): sparse on the CPU when k / d_sae <= 1/8, dense on
+    CUDA at any k (embedding_bag's atomic backward lost to the matmul on an H100)."""
+    from sae.sparse import use_sparse_decoder
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert use_sparse_decoder("auto", 16, 1024, cpu)
+    assert not use_sparse_decoder("auto", 256, 1024, cpu)
+    assert not use_sparse_decoder("auto", 32, 24576, cuda)
+    assert use_sparse_decoder("sparse", 32, 24576, cuda)
+    assert not use_sparse_decoder("dense", 16, 1024, cpu)
