@@ -15,7 +15,8 @@ contexts, with wandb off and no network:
 Aligned where the two recipes have the same knob: BOS positions are not trained on (SAELens
 `seqpos_slice=(1, None)`; every context starts with BOS), input scaling (both
 'expected_average_only_in', norm estimated from 10 batches), lr schedule (linear warm-up over 1%
-of the steps, linear decay to 0 over the last 20%), the dead-latent window of AuxK. Left at each
+of the steps, linear decay to 0 over the last 20%), the dead-latent window of AuxK, gradient
+clipping (both clip each step's gradient to norm 1 by default). Left at each
 library's default: the AuxK coefficient (interp 1/32, SAELens 1.0), SAELens's
 `rescale_acts_by_decoder_norm=True` (interp keeps unit-norm decoder rows), initialisation.
 
@@ -26,6 +27,7 @@ held-out contexts (the ones after all those trained on) with interp's own metric
 read back with `sae.io.load_sae` from the folder it saved.
 
     python experiments/bench/train_sae.py --out bench_train_sae.json
+    python experiments/bench/train_sae.py --device cuda ...   # LM in bf16, SAEs under bf16 autocast
 
 The default model is the embedded one when it is shipped, else a random Llama of the same
 shape (16 blocks, d_model 128, vocab 1024) built in a temporary folder.
