@@ -124,7 +124,12 @@ def test_killed_process_resumes_byte_identical(cfg, tmp_path):
     n_before = len(shard_bytes(killed))
     result = capture_to_disk(dataclasses.replace(many, out=str(killed), resume=True))
     capture_to_disk(dataclasses.replace(many, out=str(clean)))
-    assert 2 <= n_before < 24 and result.shards_skipped >= 2
+    # A shard's file is renamed into place before the manifest lists it, so the kill can land
+    # between the two: then the newest file is not trusted and is written again (2 files on
+    # disk, 1 skipped; this failed the old `skipped >= 2` about once in twenty suite runs).
+    # Shard 0 was listed before shard 1's file was begun, so at least one is always skipped.
+    assert 2 <= n_before < 24 and 1 <= result.shards_skipped <= n_before
+    assert result.shards_skipped + result.shards_written == 24
     assert shard_bytes(killed) == shard_bytes(clean)
     assert not list(killed.glob(".*tmp*"))
 
