@@ -97,10 +97,13 @@ class SAE(nn.Module):
         self.check_input(x)
         x = x.to(self.W_enc.dtype)
         if self.cfg.apply_b_dec_to_input:
-            # = (x - b_dec) @ W_enc + b_enc. With b_dec folded into the bias, autograd gives b_dec
-            # its gradient from the column sums of the pre-activation gradient (a vector-matrix
-            # product) instead of a third [n, d_sae] x [d_sae, d_in] matmul per step.
-            return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
+            # = (x - b_dec) @ W_enc + b_enc. The big product takes b_dec detached, so autograd
+            # needs no gradient of the [n, d_in] input there (a third [n, d_sae] x [d_sae, d_in]
+            # matmul per step); the second term is zero in value and gives b_dec its gradient,
+            # -(column sums of the pre-activation gradient) @ W_enc^T, a vector-matrix product.
+            # Centring before the product keeps its precision under bf16 autocast.
+            b = self.b_dec
+            return (x - b.detach()) @ self.W_enc + self.b_enc - (b - b.detach()) @ self.W_enc
         return x @ self.W_enc + self.b_enc
 
     def encode(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:

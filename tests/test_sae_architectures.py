@@ -308,3 +308,27 @@ def test_auto_decoder_is_sparse_on_cpu_for_small_k_and_dense_on_cuda():
     assert not use_sparse_decoder("auto", 32, 24576, cuda)
     assert use_sparse_decoder("sparse", 32, 24576, cuda)
     assert not use_sparse_decoder("dense", 16, 1024, cpu)
+
+
+def test_pre_acts_centre_before_the_bf16_product():
+    """Under bf16 autocast, x - b_dec is formed in float32 before the encoder product, so a
+    large shared offset (which b_dec learns) costs no precision. Forming x @ W_enc - b_dec @
+    W_enc instead would round two large products to bf16 and lose the difference."""
+    cfg = SAEConfig(arch="topk", d_in=64, d_sae=256, k=8, device="cpu")
+    sae = build_sae(cfg, seed=0)
+    g = torch.Generator().manual_seed(1)
+    offset = 50 * torch.randn(64, generator=g)
+    with torch.no_grad():
+        sae.b_dec.copy_(offset)
+    x = offset + torch.randn(512, 64, generator=g)
+    W, b_enc = sae.W_enc.detach().double(), sae.b_enc.detach().double()
+    ref = (x.double() - offset.double()) @ W + b_enc
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pre = sae.pre_acts(x)
+        naive = x @ sae.W_enc - offset @ sae.W_enc + sae.b_enc
+
+    def rel(a):
+        return ((a.double() - ref).norm() / ref.norm()).item()
+
+    assert rel(pre) < 1e-2
+    assert rel(naive) > 10 * rel(pre)  # the reason for the formulation
