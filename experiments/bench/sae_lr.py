@@ -21,7 +21,7 @@ import torch
 
 from interp.models import load_model
 from interp.sae_run import TrainSAEConfig, batch_source
-from sae import SAEConfig, TrainConfig, build_sae, train
+from sae import SAEConfig, TrainConfig, build_sae, metrics, train
 
 BATCH, HELD_OUT = 4096, 20
 
@@ -55,8 +55,7 @@ def held_out_ev(
     sae = next(iter(result.saes.values()))
     with torch.no_grad():
         x_hat, acts = sae(test_x), sae.encode(test_x)
-    ev = 1 - (test_x - x_hat).pow(2).sum() / (test_x - test_x.mean(0)).pow(2).sum()
-    return ev.item(), (acts > 0).float().sum(-1).mean().item()
+    return metrics.explained_variance(test_x, x_hat), metrics.l0(acts)
 
 
 def main() -> None:
