@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from interp.activation_cache import iter_cache, open_cache
-from interp.capture import activation_stream, capture
+from interp.capture import activation_stream, capture, model_device
 from interp.config import JSONConfig
 from interp.data import batched, check_source, iter_contexts, iter_texts, prefetch
 from interp.errors import InterpError
@@ -231,7 +231,7 @@ def _train_contexts_used(cfg: TrainSAEConfig) -> int:
 def batch_source(model: Any, cfg: TrainSAEConfig, hooks: list[str]):
     """make_batches(skip_tokens): the run's activation batches after `skip_tokens` tokens."""
 
-    on_gpu = next(model.parameters()).device.type == "cuda"
+    on_gpu = model_device(model).type == "cuda"
 
     def live(skip_tokens: int):
         contexts = itertools.islice(_contexts(model, cfg), _train_contexts_used(cfg))
@@ -328,7 +328,7 @@ def evaluate_run(model: Any, cfg: TrainSAEConfig, saes: dict[str, Any], run_dir:
     batches = eval_batches(model, cfg, skip)
     out = {}
     for hook, sae in saes.items():
-        result = evaluate_sae(model, sae.to(next(model.parameters()).device), hook, batches)
+        result = evaluate_sae(model, sae.to(model_device(model)), hook, batches)
         metrics = {
             **result.metrics.scalars(),
             "kl_div": result.kl,
