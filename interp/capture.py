@@ -100,6 +100,16 @@ def recording(
     weights, takes the bridge path.
     """
     names = check_hook_names(model, hooks)
+    with _recording(model, names, stop_early, fast) as run:
+        yield run
+
+
+@contextmanager
+def _recording(
+    model: Any, names: list[str], stop_early: bool = True, fast: bool = True
+) -> Iterator[Callable[[Tensor], dict[str, Tensor]]]:
+    """`recording` with `names` already checked (TransformerBridge rebuilds `hook_dict`, the
+    check's source, on every access: milliseconds per batch)."""
     found: dict[str, Tensor] = {}
     fast_run = fast_runner(model, names, found, stop_early) if fast else None
     if fast_run is not None:
@@ -174,7 +184,7 @@ def _iter_captures(
     model: Any, batches: Iterable[Tensor], names: list[str], fast: bool
 ) -> Iterator[Capture]:
     for tokens in batches:
-        with recording(model, names, fast=fast) as run:
+        with _recording(model, names, fast=fast) as run:
             acts = check_per_token(run(tokens), tokens)
         yield Capture(tokens, acts)
 

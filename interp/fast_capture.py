@@ -35,6 +35,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from interp import fused_llama
+
 _SITE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|attn_out|mlp_out)$")
 _WRAPPED = re.compile(r"(^|\.)_original_component(?=\.|$)")
 _RUNNERS: "weakref.WeakKeyDictionary[nn.Module, HFRunner | None]" = weakref.WeakKeyDictionary()
@@ -50,8 +52,17 @@ def _unwrapped(name: str) -> str:
     return _WRAPPED.sub("", name).lstrip(".")
 
 
-def _tensors(module: nn.Module) -> list[Tensor]:
-    return [*module.parameters(), *module.buffers()]
+def _signature(base: nn.Module) -> tuple[list[nn.Module], list[tuple[dict, str, Any]]]:
+    """The modules under `base` and each tensor slot's (table, name, tensor): cheap to re-check
+    (one module walk and identity tests), unlike listing `parameters()` and `buffers()`."""
+    modules = list(base.modules())
+    slots = [
+        (table, attr, tensor)
+        for m in modules
+        for table in (m._parameters, m._buffers)
+        for attr, tensor in table.items()
+    ]
+    return modules, slots
 
 
 def _hf_path(base: nn.Module, target: nn.Module, skeleton: nn.Module) -> str:
@@ -94,13 +105,20 @@ class HFRunner:
             else:
                 module._buffers[attr] = tensor
         self.skeleton = skeleton
-        self.signature = [id(t) for t in _tensors(base)]
+        self.signature = _signature(base)
         self.bridge_base = base
         self.blocks = [_hf_path(base, block, skeleton) for block in bridge.blocks]
+        self.fused = fused_llama.supports(skeleton) and self.blocks == [
+            f"layers.{i}" for i in range(len(self.blocks))
+        ]
+        """Whether `interp.fused_llama.forward` runs the skeleton instead of its own forward."""
 
     def is_current(self) -> bool:
         """Whether the bridge still holds the very tensors shared (not moved, not replaced)."""
-        return [id(t) for t in _tensors(self.bridge_base)] == self.signature
+        modules, slots = self.signature
+        return list(self.bridge_base.modules()) == modules and all(
+            table.get(attr) is tensor for table, attr, tensor in slots
+        )
 
     def module(self, bridge: nn.Module, layer: int, site: str) -> nn.Module:
         """The skeleton's module whose input or output is `blocks.{layer}.hook_{site}`."""
@@ -185,6 +203,10 @@ def fast_runner(
     if runner is None:
         return None
     sites = [(n, runner.module(model, int(m[1]), m[2])) for n in names if (m := _SITE.match(n))]
+    wanted: dict[int, dict[str, str]] = {}
+    for name in names:
+        layer, site = _SITE.match(name).groups()  # type: ignore[union-attr]
+        wanted.setdefault(int(layer), {})[site] = name
 
     def run(tokens: Int[Tensor, "batch pos"]) -> None:
         if has_active_hooks(model):
@@ -192,6 +214,9 @@ def fast_runner(
                 "a hook was added to the model's hook points after the capture started; the "
                 "fast capture path would skip it. Add it before `recording`, or pass fast=False"
             )
+        if runner.fused:  # stops after the deepest wanted layer whether or not stop_early
+            fused_llama.forward(runner.skeleton, tokens, wanted, found)
+            return
         handles = []
         try:
             for name, module in sites:

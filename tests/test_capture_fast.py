@@ -167,3 +167,95 @@ def test_hook_added_inside_recording_is_refused(model, tokens):
         with intervene(model, [("blocks.0.hook_resid_post", lambda a, *, hook: None)]):
             with pytest.raises(RuntimeError, match="fast=False"):
                 run(tokens)
+
+
+def test_fused_forward_runs_for_llama_only(model, arch):
+    # The Llama fixtures run `interp.fused_llama.forward`; GPT-2 runs HF's own modules.
+    assert runner_for(model).fused == (arch == "llama")
+
+
+@pytest.mark.parametrize("stop_early", [True, False])
+def test_fused_forward_equals_hf_modules(tiny_models, tokens, stop_early):
+    # Against the second implementation it replaces: HF's own Llama modules (sdpa attention)
+    # on the same shared weights, via their forward hooks. The fixture has 4 query heads and
+    # 2 key/value heads, so grouped-query attention is covered.
+    model = tiny_models["llama"]
+    runner = runner_for(model)
+    fused = capture(model, tokens, FAST_HOOKS, stop_early=stop_early)
+    runner.fused = False
+    try:
+        plain = capture(model, tokens, FAST_HOOKS, stop_early=stop_early)
+    finally:
+        runner.fused = True
+    for name in FAST_HOOKS:
+        torch.testing.assert_close(fused[name], plain[name], **TOL)
+
+
+def _llama_folder(root, tokenizer_dir, **overrides):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    settings = dict(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    torch.manual_seed(5)
+    LlamaForCausalLM(LlamaConfig(**settings | overrides)).save_pretrained(root)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(root)
+    return str(root)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}},
+        {"attention_bias": True},  # not the plain layout: HF's own modules run it
+        {"head_dim": 8},  # head_dim * heads != hidden_size
+    ],
+)
+def test_llama_variants_equal_run_with_cache(tiny_dirs, tmp_path, overrides, tokens):
+    model = load_model(_llama_folder(tmp_path / "m", tiny_dirs["llama"], **overrides))
+    assert runner_for(model).fused == ("attention_bias" not in overrides)
+    hooks = ["blocks.0.hook_attn_out", "blocks.1.hook_resid_post"]
+    _, cache = model.run_with_cache(tokens, names_filter=hooks)
+    acts = capture(model, tokens, hooks)
+    for name in hooks:
+        torch.testing.assert_close(acts[name], cache[name], **TOL)
+
+
+def test_fast_path_follows_a_replaced_parameter(tiny_models, tokens):
+    # A weight replaced by a new Parameter (not edited in place) makes the runner rebuild.
+    model = tiny_models["llama"]
+    hook = "blocks.1.hook_resid_post"
+    capture(model, tokens, [hook])
+    attn = model.original_model.model.layers[0].self_attn
+    old = attn.q_proj.weight
+    attn.q_proj.weight = torch.nn.Parameter(old.detach() * 3.0)
+    try:
+        assert not runner_for(model).skeleton.layers[0].self_attn.q_proj.weight is old
+        acts = capture(model, tokens, [hook])
+        _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    finally:
+        attn.q_proj.weight = old
+    torch.testing.assert_close(acts[hook], cache[hook], **TOL)
+    assert not torch.allclose(acts[hook], capture(model, tokens, [hook])[hook])
+
+
+def test_fused_forward_in_bfloat16(tiny_dirs, tokens):
+    # bf16 weights: the fused pass rotates q and k in fp32; HF in bf16. Both round to bf16
+    # (epsilon 7.8e-3) at every step, so they agree to a few bf16 steps of the largest entry.
+    model = load_model(str(tiny_dirs["llama"]), dtype="bfloat16")
+    assert runner_for(model).fused
+    hook = "blocks.2.hook_resid_post"
+    _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    got = capture(model, tokens, [hook])[hook]
+    assert got.dtype == torch.bfloat16
+    scale = cache[hook].float().abs().max().item()
+    torch.testing.assert_close(got.float(), cache[hook].float(), atol=0.03 * scale, rtol=0.02)
