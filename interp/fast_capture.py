@@ -18,6 +18,12 @@ so it costs no memory and sees in-place weight edits. It is called like the brid
 `base(input_ids, use_cache=False)` with no attention mask, so positions are HF's default arange
 and attention is causal, exactly as in the bridge's pass on a token tensor.
 
+For a plain `LlamaModel` (the embedded model's class) the skeleton is not run through its own
+modules: `interp.fused_llama.forward` computes the same layers from the same shared tensors with
+fewer, larger kernels (stacked q/k/v and gate/up products, fused RMSNorm, residual adds inside
+the output products, rotary embeddings as one complex multiply) and stores the four sites
+directly. Any other architecture runs the skeleton with forward hooks on the modules above.
+
 `fast_runner(model, names)` returns None, and capture takes the bridge path, whenever the fast
 path could differ from the bridge: another hook name, weights processed by the bridge
 (`process_weights`, compatibility mode), a hook on any of the bridge's hook points (e.g. an

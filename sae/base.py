@@ -76,10 +76,14 @@ class SAE(nn.Module):
         # Random unit directions drawn on the CPU so a seed gives the same SAE on every device.
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=generator, dtype=torch.float64)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
-        if not self.unit_norm_decoder:
+        # W_enc = W_dec^T (Anthropic's April 2024 update; Gao et al. 2024 for TopK), scaled
+        # down where decoder rows stay at unit norm (see SAEConfig.encoder_init_scale).
+        if self.unit_norm_decoder:
+            W_enc = W_dec.T * cfg.encoder_init_scale
+        else:
             W_dec *= cfg.decoder_init_norm
-        # W_enc = W_dec^T (Anthropic's April 2024 update; Gao et al. 2024 for TopK).
-        self.W_enc = nn.Parameter(W_dec.T.contiguous().to(device, dtype))
+            W_enc = W_dec.T
+        self.W_enc = nn.Parameter(W_enc.contiguous().to(device, dtype))
         self.W_dec = nn.Parameter(W_dec.to(device, dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))

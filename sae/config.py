@@ -75,6 +75,10 @@ class SAEConfig(_DictMixin):
     decoder_init_norm: float = 0.1
     """relu/jumprelu: initial norm of each decoder row (Anthropic's April 2024 update uses 0.05-1).
     topk/batchtopk keep unit-norm decoder rows and ignore this."""
+    encoder_init_scale: float = 0.5
+    """topk/batchtopk: W_enc starts as this times W_dec^T (whose columns have unit norm).
+    relu/jumprelu start at W_dec^T and ignore this. 0.5 was best of 0.1-1 in short runs
+    (docs/sae.md); EleutherAI's sparsify starts at about 0.58 (torch's nn.Linear init)."""
     batchtopk_threshold_lr: float = 0.01
     """batchtopk: EMA rate of the inference threshold towards each batch's smallest kept value."""
     apply_b_dec_to_input: bool = True
@@ -124,7 +128,7 @@ class SAEConfig(_DictMixin):
         )
         for name in ("l1_coefficient", "l0_coefficient", "jumprelu_init_threshold"):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("jumprelu_bandwidth", "decoder_init_norm"):
+        for name in ("jumprelu_bandwidth", "decoder_init_norm", "encoder_init_scale"):
             _require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
         _require(
             0 < self.batchtopk_threshold_lr <= 1,

@@ -283,7 +283,21 @@ def test_encode_accepts_leading_dims(arch):
 def test_same_seed_same_init_different_seed_different():
     a, b, c = (build_sae(SAEConfig(d_in=8, d_sae=16, k=2, device="cpu"), seed=s) for s in (1, 1, 2))
     assert torch.equal(a.W_dec, b.W_dec) and not torch.equal(a.W_dec, c.W_dec)
-    torch.testing.assert_close(a.W_enc, a.W_dec.T)
+    torch.testing.assert_close(a.W_dec.norm(dim=1), torch.ones(16))
+    torch.testing.assert_close(a.W_enc, 0.5 * a.W_dec.T)  # encoder_init_scale's default
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_init_scales(arch):
+    cfg = SAEConfig(arch=arch, d_in=8, d_sae=16, k=2, device="cpu", encoder_init_scale=0.25)
+    sae = build_sae(cfg, seed=0)
+    norms = sae.W_dec.norm(dim=1)
+    if arch in ("topk", "batchtopk"):  # unit decoder rows, encoder scaled
+        torch.testing.assert_close(norms, torch.ones(16))
+        torch.testing.assert_close(sae.W_enc, 0.25 * sae.W_dec.T)
+    else:  # decoder rows at decoder_init_norm, encoder its transpose
+        torch.testing.assert_close(norms, torch.full((16,), cfg.decoder_init_norm))
+        torch.testing.assert_close(sae.W_enc, sae.W_dec.T)
 
 
 def test_fold_input_scale():

@@ -3,7 +3,7 @@
 Captures `--batches` batches of 4,096 activations at one hook of a model (the embedded one by
 default) with train-sae's own live stream, then trains one SAE per (architecture, lr) with
 `sae.training.train` on the first `--steps` batches and reports explained variance and L0 on
-the last 20 batches, which no SAE trained on. d_sae 1024, k 16, seed 0, one torch thread.
+the last 20 batches, which no SAE trained on. d_sae 1024 and k 16 unless given, one torch thread.
 
     python experiments/bench/sae_lr.py --layer 8 --batches 60 --steps 40
     python experiments/bench/sae_lr.py --layer 12 --batches 250 --steps 230 \
@@ -12,6 +12,11 @@ the last 20 batches, which no SAE trained on. d_sae 1024, k 16, seed 0, one torc
         --clips none,0.25,1,4
 
 `--clips` sets `TrainConfig.grad_clip_norm` ('none': off; default 1, the trainer's default).
+`--init-scales` sets `SAEConfig.encoder_init_scale` (default 0.5, its default); `--seeds` runs
+each setting from several initialisations (the same activations):
+
+    python experiments/bench/sae_lr.py --layer 8 --batches 264 --steps 40 --lrs 4e-3 \
+        --init-scales 1,0.5,0.3,0.1 --seeds 0,1,2
 """
 
 import argparse
@@ -36,11 +41,22 @@ def capture(model_spec: str, layer: int, n_batches: int) -> torch.Tensor:
 
 
 def held_out_ev(
-    x: torch.Tensor, arch: str, lr: float, steps: int, clip: float | None = 1.0
+    x: torch.Tensor,
+    arch: str,
+    lr: float,
+    steps: int,
+    clip: float | None = 1.0,
+    *,
+    init_scale: float = 0.5,
+    seed: int = 0,
+    d_sae: int = 1024,
+    k: int = 16,
 ) -> tuple[float, float]:
     """(explained variance, L0) on the held-out rows of an SAE trained on the first steps."""
     train_x, test_x = x[: steps * BATCH], x[-HELD_OUT * BATCH :]
-    sae_cfg = SAEConfig(arch=arch, d_in=x.shape[1], d_sae=1024, k=16, device="cpu")
+    sae_cfg = SAEConfig(
+        arch=arch, d_in=x.shape[1], d_sae=d_sae, k=k, device="cpu", encoder_init_scale=init_scale
+    )
     cfg = TrainConfig(
         total_tokens=steps * BATCH,
         batch_tokens=BATCH,
@@ -50,8 +66,11 @@ def held_out_ev(
         dead_tokens_window=10_000_000,
         checkpoint_every=0,
         grad_clip_norm=clip,
+        seed=seed,
     )
-    result = train(build_sae(sae_cfg, seed=0), cfg, lambda skip: iter(train_x[skip:].split(BATCH)))
+    result = train(
+        build_sae(sae_cfg, seed=seed), cfg, lambda skip: iter(train_x[skip:].split(BATCH))
+    )
     sae = next(iter(result.saes.values()))
     with torch.no_grad():
         x_hat, acts = sae(test_x), sae.encode(test_x)
@@ -67,6 +86,12 @@ def main() -> None:
     p.add_argument("--archs", default="topk")
     p.add_argument("--lrs", default="1e-3,2e-3,4e-3,8e-3")
     p.add_argument("--clips", default="1", help="gradient-norm clips, 'none' for off")
+    p.add_argument(
+        "--init-scales", default="0.5", help="encoder_init_scale values (topk, batchtopk)"
+    )
+    p.add_argument("--seeds", default="0", help="initialisation seeds")
+    p.add_argument("--d-sae", type=int, default=1024)
+    p.add_argument("--k", type=int, default=16)
     args = p.parse_args()
     if args.steps > args.batches - HELD_OUT:
         p.error(f"--steps must be <= --batches - {HELD_OUT} = {args.batches - HELD_OUT}")
@@ -76,11 +101,27 @@ def main() -> None:
         f"blocks.{args.layer}.hook_resid_post, {args.steps} steps, held-out rows {HELD_OUT * BATCH}"
     )
     clips = [None if c == "none" else float(c) for c in args.clips.split(",")]
-    for arch in args.archs.split(","):
-        for lr in map(float, args.lrs.split(",")):
-            for clip in clips:
-                ev, l0 = held_out_ev(x, arch, lr, args.steps, clip)
-                print(f"{arch:10s} lr {lr:.0e}  clip {clip}  EV {ev:.4f}  L0 {l0:.1f}", flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    sizes = {"d_sae": args.d_sae, "k": args.k}
+    print(f"d_sae {args.d_sae}, k {args.k}; EV per seed {seeds}, then their mean")
+    for arch, lr, clip, scale in itertools.product(
+        args.archs.split(","),
+        map(float, args.lrs.split(",")),
+        clips,
+        map(float, args.init_scales.split(",")),
+    ):
+        runs = [
+            held_out_ev(x, arch, lr, args.steps, clip, init_scale=scale, seed=seed, **sizes)
+            for seed in seeds
+        ]
+        evs = " ".join(f"{ev:.4f}" for ev, _ in runs)
+        mean_ev = sum(ev for ev, _ in runs) / len(runs)
+        mean_l0 = sum(l0 for _, l0 in runs) / len(runs)
+        print(
+            f"{arch:10s} lr {lr:.0e}  clip {clip}  init {scale}  EV {evs}  mean {mean_ev:.4f}  "
+            f"L0 {mean_l0:.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
