@@ -100,15 +100,24 @@ class SAE(nn.Module):
         """(x - b_dec) @ W_enc + b_enc (without the b_dec shift if apply_b_dec_to_input is off)."""
         self.check_input(x)
         x = x.to(self.W_enc.dtype)
+        bias = self.b_enc
         if self.cfg.apply_b_dec_to_input:
             # = (x - b_dec) @ W_enc + b_enc. The big product takes b_dec detached, so autograd
             # needs no gradient of the [n, d_in] input there (a third [n, d_sae] x [d_sae, d_in]
-            # matmul per step); the second term is zero in value and gives b_dec its gradient,
-            # -(column sums of the pre-activation gradient) @ W_enc^T, a vector-matrix product.
-            # Centring before the product keeps its precision under bf16 autocast.
+            # matmul per step); the bias gains a term that is zero in value and gives b_dec its
+            # gradient, -(column sums of the pre-activation gradient) @ W_enc^T, a
+            # vector-matrix product. Centring before the product keeps its precision under bf16
+            # autocast.
             b = self.b_dec
-            return (x - b.detach()) @ self.W_enc + self.b_enc - (b - b.detach()) @ self.W_enc
-        return x @ self.W_enc + self.b_enc
+            x = x - b.detach()
+            bias = bias - (b - b.detach()) @ self.W_enc
+        if x.ndim == 2 and not torch.is_autocast_enabled(x.device.type):
+            # One GEMM with the bias added inside it: no separate passes over [n, d_sae] for
+            # the add and, in the backward, its gradient (15% of a CPU TopK step at d_sae 1024).
+            # Under autocast the bias would be rounded to bf16 with the product; the sum below
+            # keeps it in float32.
+            return torch.addmm(bias, x, self.W_enc)
+        return x @ self.W_enc + bias
 
     def encode(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_sae"]:
         """Latent activations (dense) for inference."""
