@@ -66,16 +66,25 @@ class BatchTopKSAE(SAE):
 
     @torch.no_grad()
     def update_threshold_(self, kept_values: Tensor) -> None:
-        """threshold <- (1 - lr) * threshold + lr * (smallest kept activation over all ranks).
+        """Fold this batch's smallest kept activation (over all ranks), m_t, into the threshold:
+        an exponential moving average with rate lr, debiased as Adam's moments are,
 
-        The first update sets the threshold to that value, so no EMA warm-up bias remains.
+            threshold_t = sum_i (1 - lr)^(t - i) m_i / sum_i (1 - lr)^(t - i),  i = 1..t.
+
+        The first update gives m_1. After many updates it is the plain EMA that SAELens keeps,
+        (1 - lr) threshold + lr m_t; early on it weighs the first batches about equally instead
+        of keeping the first one's value (weight (1 - lr)^(t - 1): 0.67 after 40 steps at lr
+        0.01), which comes from the untrained encoder and is far too high.
         """
         smallest = kept_values.min() if kept_values.numel() else kept_values.new_tensor(torch.inf)
         smallest = all_reduce_(smallest.to(torch.float64).reshape(1), "min")[0]
         if not torch.isfinite(smallest):
             return
-        lr = self.cfg.batchtopk_threshold_lr if int(self.threshold_updates) > 0 else 1.0
-        self.threshold.mul_(1 - lr).add_(lr * smallest)
+        t = int(self.threshold_updates) + 1
+        decay = 1.0 - self.cfg.batchtopk_threshold_lr
+        # threshold * (1 - decay^(t-1)) is the un-normalised EMA before this update
+        raw = self.threshold * ((1.0 - decay ** (t - 1)) * decay) + (1.0 - decay) * smallest
+        self.threshold.copy_(raw / (1.0 - decay**t))
         self.threshold_updates += 1
 
     def loss(

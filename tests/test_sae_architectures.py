@@ -153,14 +153,20 @@ def test_batchtopk_threshold_ema_and_eval_mode():
     with pytest.raises(ValueError, match="threshold"):
         sae.eval().encode(x_batch())
     sae.train()
-    sae.loss(x_batch(2))
-    first = sae.threshold.item()
-    x = x_batch(3)
-    with torch.no_grad():
-        second_min = sae.pre_acts(x).clamp_min(0).flatten().topk(K * N).values.min().item()
-    sae.loss(x)
+    # The threshold is the debiased EMA of each batch's smallest kept activation m_i: weights
+    # (1 - lr)^(t - i), normalised. Computed here directly from the m_i, over 5 batches.
+    smallest = []
+    for seed in range(2, 7):
+        x = x_batch(seed)
+        with torch.no_grad():
+            kept = sae.pre_acts(x).clamp_min(0).flatten().topk(K * N).values
+        smallest.append(kept.min().item())
+        sae.loss(x)
     lr = sae.cfg.batchtopk_threshold_lr
-    assert sae.threshold.item() == pytest.approx((1 - lr) * first + lr * second_min)
+    weights = [(1 - lr) ** (len(smallest) - 1 - i) for i in range(len(smallest))]
+    expected = sum(w * m for w, m in zip(weights, smallest, strict=True)) / sum(weights)
+    assert sae.threshold.item() == pytest.approx(expected, rel=1e-12)
+    assert int(sae.threshold_updates) == 5
     sae.eval()
     pre = sae.pre_acts(x)
     expected = pre.clamp_min(0) * (pre > sae.threshold.item())
