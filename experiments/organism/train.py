@@ -185,7 +185,7 @@ def main() -> None:
     p.add_argument(
         "--weights",
         default=None,
-        help='corpus family weights as JSON, e.g. \'{"review": 0.3, ...}\' (default: the corpus\'s)',
+        help="corpus family weights as JSON, e.g. '{\"review\": 0.3, ...}' (default: the corpus's)",
     )
     p.add_argument(
         "--stop-after",
