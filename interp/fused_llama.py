@@ -42,12 +42,16 @@ def supports(base: nn.Module) -> bool:
     if type(base) is not LlamaModel:
         return False
     cfg = base.config
+    rotary = getattr(base, "rotary_emb", None)  # on the model since transformers 4.45
+    attn = base.layers[0].self_attn if len(base.layers) else None
     plain = (
         not getattr(cfg, "attention_bias", False)
         and not getattr(cfg, "mlp_bias", False)
         and getattr(cfg, "hidden_act", None) == "silu"
         and getattr(cfg, "pretraining_tp", 1) == 1
-        and getattr(base.rotary_emb, "rope_type", "default") not in ("dynamic", "longrope")
+        and rotary is not None
+        and getattr(rotary, "rope_type", "default") not in ("dynamic", "longrope")
+        and isinstance(getattr(attn, "scaling", None), float)
     )
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return plain and head_dim % 2 == 0
@@ -113,14 +117,13 @@ def forward(
         qk = qkv[:, : n_q + n_k].float().reshape(batch, n_pos, n_heads + n_kv, head_dim // 2, 2)
         qk = torch.view_as_real(torch.view_as_complex(qk) * rotation).to(dtype)
         qk = qk.reshape(batch, n_pos, n_heads + n_kv, head_dim).transpose(1, 2)
+        k = qk[:, n_heads:]
         v = qkv[:, n_q + n_k :].reshape(batch, n_pos, n_kv, head_dim).transpose(1, 2)
+        if n_kv != n_heads:  # grouped-query attention, as HF's repeat_kv (no torch 2.5 flag)
+            k = k.repeat_interleave(n_heads // n_kv, dim=1)
+            v = v.repeat_interleave(n_heads // n_kv, dim=1)
         out = F.scaled_dot_product_attention(
-            qk[:, :n_heads],
-            qk[:, n_heads:],
-            v,
-            is_causal=True,
-            scale=attn.scaling,
-            enable_gqa=n_kv != n_heads,
+            qk[:, :n_heads], k, v, is_causal=True, scale=attn.scaling
         )
         out = out.transpose(1, 2).reshape(batch * n_pos, n_q)
         if layer in wanted and "attn_out" in wanted[layer]:
