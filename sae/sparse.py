@@ -13,6 +13,8 @@ loses: a whole step at tokens=4096, d_in=768, d_sae=24576, k=32 took 17.8 ms spa
 into W_dec's rows with atomics), so 'auto' is dense on CUDA.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -58,3 +60,73 @@ def dense_from_sparse(
     """The dense [n, d_sae] activations with values[n, j] at column indices[n, j], else 0."""
     out = values.new_zeros(values.shape[0], d_sae)
     return out.scatter(-1, indices, values)
+
+
+def sparse_weight_grad(
+    inputs: Float[Tensor, "n d_in"],
+    indices: Int[Tensor, "n j"],
+    grads: Float[Tensor, "n j"],
+    d_sae: int,
+) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor, " d_sae"]]:
+    """(inputs^T @ G, column sums of G) for the [n, d_sae] matrix G that holds grads[n, j] at
+    column indices[n, j] (repeated columns in a row add), without building G.
+
+    The rows of G^T, one per latent, are formed as a CSR matrix (one argsort of the n * j
+    indices) and multiplied with `inputs`: n * j * d_in multiply-adds instead of the dense
+    n * d_sae * d_in, and no [n, d_sae] buffer to zero, fill and sum. At n = 4096, d_in = 128,
+    d_sae = 1024, j = 16 on the 2-core CPU: 2.0 ms against 8.3 ms for zeros + scatter + matmul.
+    """
+    n, per_row = indices.shape
+    flat = indices.reshape(-1)
+    order = flat.argsort()
+    cols = flat[order]
+    counts = torch.bincount(cols, minlength=d_sae)
+    crow = torch.zeros(d_sae + 1, dtype=torch.long, device=flat.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    values = grads.reshape(-1)[order].to(inputs.dtype)
+    tokens = torch.div(order, per_row, rounding_mode="floor")
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        g_t = torch.sparse_csr_tensor(crow, tokens, values, (d_sae, n), check_invariants=False)
+        weight_grad = (g_t @ inputs).t().contiguous()
+    bias_grad = torch.zeros(d_sae, dtype=values.dtype, device=flat.device)
+    return weight_grad, bias_grad.index_add_(0, flat, grads.reshape(-1).to(values.dtype))
+
+
+class TopKEncode(torch.autograd.Function):
+    """(values, indices) of the k largest entries of pre = x @ W_enc + bias per row, and
+    (aux_values, aux_indices) of the k_aux largest among the columns `dead` (AuxK's), with a
+    backward that touches only the selected entries (`sparse_weight_grad`).
+
+    Autograd's own backward of `topk(x @ W_enc + bias)` scatters the gradient into a dense
+    [n, d_sae] zero matrix and multiplies it with x; this one forms the same W_enc and bias
+    gradients from the n * (k + k_aux) selected entries. `x` gets no gradient (the caller
+    passes it detached; b_dec's gradient reaches it through `bias`).
+    """
+
+    @staticmethod
+    def forward(ctx, x, W_enc, bias, k, dead, k_aux):  # type: ignore[override]
+        pre = torch.addmm(bias, x, W_enc)
+        values, indices = pre.topk(k, dim=-1, sorted=False)
+        if dead is not None and k_aux > 0:
+            aux_values, local = pre.index_select(-1, dead).topk(k_aux, dim=-1, sorted=False)
+            aux_indices = dead[local]
+        else:
+            aux_values = pre.new_zeros(pre.shape[0], 0)
+            aux_indices = indices.new_zeros(pre.shape[0], 0)
+        ctx.save_for_backward(x, indices, aux_indices)
+        ctx.d_sae = pre.shape[1]
+        ctx.mark_non_differentiable(indices, aux_indices)
+        return values, indices, aux_values, aux_indices
+
+    @staticmethod
+    def backward(ctx, g_values, _g_indices, g_aux, _g_aux_indices):  # type: ignore[override]
+        x, indices, aux_indices = ctx.saved_tensors
+        if g_values is None:
+            g_values = torch.zeros(indices.shape, dtype=x.dtype, device=x.device)
+        if g_aux is None:
+            g_aux = torch.zeros(aux_indices.shape, dtype=x.dtype, device=x.device)
+        weight_grad, bias_grad = sparse_weight_grad(
+            x, torch.cat([indices, aux_indices], 1), torch.cat([g_values, g_aux], 1), ctx.d_sae
+        )
+        return None, weight_grad, bias_grad, None, None, None

@@ -11,9 +11,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from sae.auxk import auxk_loss
+from sae.auxk import auxk_loss, auxk_of_selected, dead_selection
 from sae.base import SAE, LossTerms, firing_counts
-from sae.sparse import dense_from_sparse, sparse_decode, use_sparse_decoder
+from sae.sparse import TopKEncode, dense_from_sparse, sparse_decode, use_sparse_decoder
 
 
 class TopKSAE(SAE):
@@ -60,15 +60,40 @@ class TopKSAE(SAE):
     def forward(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_in"]:
         return self.decode_topk(*self.encode_topk(x))
 
+    def sparse_encoder_grad(self, x: Tensor) -> bool:
+        """Whether `loss` uses `sae.sparse.TopKEncode`, whose backward forms W_enc's and
+        b_enc's gradients from the selected entries only: with the sparse decoder (so on the
+        CPU by default; CUDA keeps the dense path it was measured on), without autocast, and
+        for inputs that need no gradient of their own."""
+        return (
+            self.sparse_decoding
+            and not x.requires_grad
+            and not torch.is_autocast_enabled(x.device.type)
+        )
+
     def loss(
         self, x: Float[Tensor, "batch d_in"], dead_mask: Bool[Tensor, " d_sae"] | None = None
     ) -> LossTerms:
         self.check_batch(x)
-        pre = self.pre_acts(x)
-        indices, values = self._topk(pre)
-        x_hat = self.decode_topk(indices, values)
-        aux = auxk_loss(
-            pre, x - x_hat, dead_mask, self.W_dec, self.cfg.resolved_aux_k, self.sparse_decoding
-        )
+        sparse = self.sparse_decoding
+        if self.sparse_encoder_grad(x):
+            x_in, bias = self.encoder_inputs(x)
+            dead, k_aux, scale = dead_selection(dead_mask, self.cfg.resolved_aux_k)
+            values, indices, aux_values, aux_indices = TopKEncode.apply(
+                x_in, self.W_enc, bias, self.cfg.k, dead, k_aux
+            )
+            values = values.relu()
+            x_hat = self.decode_topk(indices, values)
+            if dead is None:
+                aux = x_hat.new_zeros(())
+            else:
+                aux = auxk_of_selected(
+                    aux_indices, aux_values, x - x_hat, self.W_dec, scale, sparse
+                )
+        else:
+            pre = self.pre_acts(x)
+            indices, values = self._topk(pre)
+            x_hat = self.decode_topk(indices, values)
+            aux = auxk_loss(pre, x - x_hat, dead_mask, self.W_dec, self.cfg.resolved_aux_k, sparse)
         fired = firing_counts(indices, values, self.cfg.d_sae)
-        return LossTerms(x_hat, self.mse(x, x_hat), pre.new_zeros(()), aux, fired)
+        return LossTerms(x_hat, self.mse(x, x_hat), x_hat.new_zeros(()), aux, fired)

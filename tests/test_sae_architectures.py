@@ -6,7 +6,12 @@ import torch
 
 from sae.config import SAEConfig
 from sae.registry import ARCHITECTURES, build_sae
-from sae.sparse import dense_from_sparse, ragged_sparse_decode, sparse_decode
+from sae.sparse import (
+    dense_from_sparse,
+    ragged_sparse_decode,
+    sparse_decode,
+    sparse_weight_grad,
+)
 
 D_IN, D_SAE, K, N = 12, 48, 5, 20
 TOL = {"atol": 1e-10, "rtol": 1e-10}
@@ -352,3 +357,37 @@ def test_pre_acts_centre_before_the_bf16_product():
 
     assert rel(pre) < 1e-2
     assert rel(naive) > 10 * rel(pre)  # the reason for the formulation
+
+
+def test_sparse_weight_grad_equals_dense_with_repeated_columns():
+    # G holds grads[n, j] at column indices[n, j]; a column repeated within a row adds (the
+    # TopK encoder's main and AuxK selections can both pick a latent for the same token).
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(N, D_IN, generator=g, dtype=torch.float64)
+    indices = torch.randint(0, D_SAE, (N, 7), generator=g)
+    indices[:, 6] = indices[:, 0]
+    grads = torch.randn(N, 7, generator=g, dtype=torch.float64)
+    dense = torch.zeros(N, D_SAE, dtype=torch.float64).scatter_add_(1, indices, grads)
+    weight_grad, bias_grad = sparse_weight_grad(x, indices, grads, D_SAE)
+    torch.testing.assert_close(weight_grad, x.T @ dense, **TOL)
+    torch.testing.assert_close(bias_grad, dense.sum(0), **TOL)
+
+
+@pytest.mark.parametrize("dead_every", [1, 3, 0])
+def test_topk_sparse_encoder_grad_equals_autograd(dead_every):
+    # The same sparse-decoder SAE with TopKEncode's backward and with autograd's (dense) one,
+    # with every latent dead (AuxK over all columns overlaps the main top-k), a third, none.
+    sae, x = make("topk", "sparse", aux_k=6), x_batch()
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    if dead_every:
+        dead[::dead_every] = True
+    assert sae.sparse_encoder_grad(x)
+    terms = sae.loss(x, dead)
+    ours = grads_of(sae, terms.mse + terms.auxk / 32)
+    x_req = x.clone().requires_grad_()  # an input needing its own gradient: autograd's path
+    assert not sae.sparse_encoder_grad(x_req)
+    ref = sae.loss(x_req, dead)
+    theirs = grads_of(sae, ref.mse + ref.auxk / 32)
+    torch.testing.assert_close(terms.auxk, ref.auxk, **TOL)
+    for name, grad in theirs.items():
+        torch.testing.assert_close(ours[name], grad, **TOL)
