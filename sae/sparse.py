@@ -11,6 +11,10 @@ everywhere measured, hence `use_sparse_decoder`. On an H100 (bf16 autocast, AuxK
 loses: a whole step at tokens=4096, d_in=768, d_sae=24576, k=32 took 17.8 ms sparse against
 12.4 ms dense, and 40.6 against 42.2 ms at d_sae=98304, k=64 (embedding_bag's backward adds
 into W_dec's rows with atomics), so 'auto' is dense on CUDA.
+
+The encoder side: `TopKEncode` selects the top-k of the dense pre-activations and, in its
+backward, forms W_enc's and b_enc's gradients from the selected entries only
+(`sparse_weight_grad`, a CSR product) instead of a dense [n, d_sae] gradient matrix.
 """
 
 import warnings
