@@ -195,6 +195,14 @@ def _store_hook(
     return lambda module, args, output: keep(_first(output))
 
 
+def _refuse_new_hooks(model: nn.Module) -> None:
+    if has_active_hooks(model):
+        raise RuntimeError(
+            "a hook was added to the model's hook points after the capture started; the "
+            "fast capture path would skip it. Add it before `recording`, or pass fast=False"
+        )
+
+
 def fast_runner(
     model: Any, names: list[str], found: dict[str, Tensor], stop_early: bool
 ) -> Callable[[Int[Tensor, "batch pos"]], None] | None:
@@ -208,21 +216,21 @@ def fast_runner(
     runner = runner_for(model)
     if runner is None:
         return None
+    if runner.fused:  # stops after the deepest wanted layer whether or not stop_early
+        wanted: dict[int, dict[str, str]] = {}
+        for name in names:
+            layer, site = _SITE.match(name).groups()  # type: ignore[union-attr]
+            wanted.setdefault(int(layer), {})[site] = name
+
+        def run_fused(tokens: Int[Tensor, "batch pos"]) -> None:
+            _refuse_new_hooks(model)
+            fused_llama.forward(runner.skeleton, tokens, wanted, found)
+
+        return run_fused
     sites = [(n, runner.module(model, int(m[1]), m[2])) for n in names if (m := _SITE.match(n))]
-    wanted: dict[int, dict[str, str]] = {}
-    for name in names:
-        layer, site = _SITE.match(name).groups()  # type: ignore[union-attr]
-        wanted.setdefault(int(layer), {})[site] = name
 
     def run(tokens: Int[Tensor, "batch pos"]) -> None:
-        if has_active_hooks(model):
-            raise RuntimeError(
-                "a hook was added to the model's hook points after the capture started; the "
-                "fast capture path would skip it. Add it before `recording`, or pass fast=False"
-            )
-        if runner.fused:  # stops after the deepest wanted layer whether or not stop_early
-            fused_llama.forward(runner.skeleton, tokens, wanted, found)
-            return
+        _refuse_new_hooks(model)
         handles = []
         try:
             for name, module in sites:

@@ -104,6 +104,14 @@ def forward(
         if name is not None:
             found[name] = value.reshape(batch, n_pos, d_model)  # x is never written in place
 
+    def add_output(x: Tensor, inputs: Tensor, weight: Tensor, layer: int, site: str) -> Tensor:
+        """x + inputs @ weight^T: one addmm, or two steps when the product itself is wanted."""
+        if site not in wanted.get(layer, {}):
+            return torch.addmm(x, inputs, weight.t())
+        out = F.linear(inputs, weight)
+        keep(layer, site, out)
+        return x + out
+
     for layer in range(max(wanted) + 1):
         block: Any = base.layers[layer]
         attn, mlp = block.self_attn, block.mlp
@@ -126,20 +134,10 @@ def forward(
             qk[:, :n_heads], k, v, is_causal=True, scale=attn.scaling
         )
         out = out.transpose(1, 2).reshape(batch * n_pos, n_q)
-        if layer in wanted and "attn_out" in wanted[layer]:
-            attn_out = F.linear(out, attn.o_proj.weight)
-            keep(layer, "attn_out", attn_out)
-            x = x + attn_out
-        else:
-            x = torch.addmm(x, out, attn.o_proj.weight.t())
+        x = add_output(x, out, attn.o_proj.weight, layer, "attn_out")
         norm = block.post_attention_layernorm
         h = F.rms_norm(x, (d_model,), norm.weight, norm.variance_epsilon)
         gate, up = F.linear(h, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])).chunk(2, -1)
         hidden = F.silu(gate).mul_(up)
-        if layer in wanted and "mlp_out" in wanted[layer]:
-            mlp_out = F.linear(hidden, mlp.down_proj.weight)
-            keep(layer, "mlp_out", mlp_out)
-            x = x + mlp_out
-        else:
-            x = torch.addmm(x, hidden, mlp.down_proj.weight.t())
+        x = add_output(x, hidden, mlp.down_proj.weight, layer, "mlp_out")
         keep(layer, "resid_post", x)
