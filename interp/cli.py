@@ -16,10 +16,10 @@ from interp.organism.cli import app as organism_app  # noqa: E402
 
 app.add_typer(organism_app, name="organism")
 
-from interp.capture_cli import capture  # noqa: E402
+from interp.capture.cli import capture  # noqa: E402
 
 app.command()(capture)
 
-from interp.sae_cli import train_sae  # noqa: E402
+from interp.train_sae.cli import train_sae  # noqa: E402
 
 app.command("train-sae")(train_sae)

@@ -2,7 +2,7 @@
 
 Both paths use `F.embedding_bag(mode="sum", per_sample_weights=values)`, which computes
 sum_j values[n, j] * W_dec[indices[n, j]] and whose backward gives gradients to both `values`
-and `W_dec` (an index_add into W_dec's rows). `python -m sae.bench_decode` measures it; on the
+and `W_dec` (an index_add into W_dec's rows). `python experiments/bench/decode.py` measures it; on the
 shared 2-core CPU with one thread (docs/sae.md has the table), a whole TopK training step
 (loss + backward, AuxK on) at tokens=4096, d_sae=4096, d_in=512 took 1.55 s sparse against
 2.93 s dense for k=32 and 2.57 s against 4.49 s for k=512 (k/d_sae = 1/8); at d_sae=16384,

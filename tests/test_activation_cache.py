@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp import capture_run
-from interp.activation_cache import iter_cache, iter_shard_contexts, open_cache
-from interp.capture import capture
-from interp.capture_run import CaptureConfig, capture_to_disk
+from interp.capture import run as capture_run
+from interp.capture.cache import iter_cache, iter_shard_contexts, open_cache
+from interp.capture.core import capture
+from interp.capture.run import CaptureConfig, capture_to_disk
 from interp.data import batched, iter_contexts, iter_texts
 from interp.errors import CacheError, DataError, HookNameError, InterpError
 

@@ -15,8 +15,8 @@ position, mask or module (1e-2 and up).
 import pytest
 import torch
 
-from interp.capture import activation_stream, capture, recording
-from interp.fast_capture import fast_runner, has_active_hooks, runner_for
+from interp.capture.core import activation_stream, capture, recording
+from interp.capture.fast import fast_runner, has_active_hooks, runner_for
 from interp.interventions import intervene
 from interp.models import default_model_dir, load_model
 
@@ -170,7 +170,7 @@ def test_hook_added_inside_recording_is_refused(model, tokens):
 
 
 def test_fused_forward_runs_for_llama_only(model, arch):
-    # The Llama fixtures run `interp.fused_llama.forward`; GPT-2 runs HF's own modules.
+    # The Llama fixtures run `interp.capture.fused_llama.forward`; GPT-2 runs HF's own modules.
     assert runner_for(model).fused == (arch == "llama")
 
 

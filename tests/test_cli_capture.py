@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from interp.activation_cache import open_cache
-from interp.capture_cli import capture
-from interp.capture_run import CaptureConfig
+from interp.capture.cache import open_cache
+from interp.capture.cli import capture
+from interp.capture.run import CaptureConfig
 from interp.cli import app
 
 runner = CliRunner()

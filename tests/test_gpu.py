@@ -129,7 +129,7 @@ def test_training_on_cuda_with_autocast_tracks_cpu_float32():
 
 def test_fast_capture_on_cuda_matches_cpu(tiny_dirs):
     """The fast (plain HF, sdpa) capture on CUDA in float32 equals the CPU bridge capture."""
-    from interp.capture import capture
+    from interp.capture.core import capture
     from interp.models import load_model
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -154,8 +154,8 @@ def test_train_sae_cli_on_cuda(tiny_dirs, tmp_path):
 
     from interp.cli import app
     from interp.models import load_model
-    from interp.sae_eval import evaluate_sae
-    from interp.sae_run import TrainSAEConfig, _train_contexts_used, eval_batches
+    from interp.train_sae.evaluate import evaluate_sae
+    from interp.train_sae.run import TrainSAEConfig, _train_contexts_used, eval_batches
     from sae.io import load_sae
 
     out = tmp_path / "run"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.data import iter_contexts, iter_texts
-from interp.sae_run import TrainSAEConfig, _train_contexts_used
+from interp.train_sae.run import TrainSAEConfig, _train_contexts_used
 
 runner = CliRunner()
 HOOK = "blocks.1.hook_resid_post"

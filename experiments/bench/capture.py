@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from interp.capture import activation_stream, capture
+from interp.capture.core import activation_stream, capture
 from interp.data import batched, iter_contexts, iter_texts
 from interp.models import default_model_dir, load_model
 from interp.organism.architecture import build_random_organism  # noqa: E402

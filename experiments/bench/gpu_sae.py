@@ -162,7 +162,7 @@ def profile_variant(model, cfg, hook: str, source, out_dir: Path, steps: int = 4
 
 
 def run_variant(model, cfg, hook: str, source, decoder: str, compile_: bool) -> dict:
-    from interp.sae_run import _sae_configs, _train_config
+    from interp.train_sae.run import _sae_configs, _train_config
     from sae.training import train
 
     sae_cfgs = {
@@ -210,10 +210,10 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("gpu_sae.py needs a CUDA GPU")
 
-    from interp.capture import activation_stream
+    from interp.capture.core import activation_stream
     from interp.data import batched
     from interp.models import load_model
-    from interp.sae_run import TrainSAEConfig, _contexts, _train_contexts_used, batch_source
+    from interp.train_sae.run import TrainSAEConfig, _contexts, _train_contexts_used, batch_source
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.model_dir or Path(tmp) / "gpt2-small-random"

@@ -25,7 +25,7 @@ import itertools
 import torch
 
 from interp.models import load_model
-from interp.sae_run import TrainSAEConfig, batch_source
+from interp.train_sae.run import TrainSAEConfig, batch_source
 from sae import SAEConfig, TrainConfig, build_sae, metrics, train
 
 BATCH, HELD_OUT = 4096, 20

@@ -5,7 +5,7 @@ Both train a TopK SAE in one process on the same TransformerBridge model (SAELen
 length, token budget, shuffle buffer (16 batches), contexts per forward pass and the same token
 contexts, with wandb off and no network:
 
-- interp: `interp.sae_run`'s own pieces (`batch_source`, `_sae_configs`, `_train_config`) fed
+- interp: `interp.train_sae.run`'s own pieces (`batch_source`, `_sae_configs`, `_train_config`) fed
   to `sae.training.train`, i.e. `interp train-sae` without its held-out evaluation and report.
 - SAELens: `LanguageModelSAETrainingRunner` with `LanguageModelSAERunnerConfig` and
   `TopKTrainingSAEConfig`, given the contexts that interp packs (`interp.data.iter_contexts`) as
@@ -23,7 +23,7 @@ library's default: the AuxK coefficient (interp 1/32, SAELens 1.0), SAELens's
 Throughput is training tokens / wall-clock seconds from the start (model already loaded) to the
 saved SAE, so capture, shuffling and optimisation all count. Quality is measured on the same
 held-out contexts (the ones after all those trained on) with interp's own metrics:
-`interp.sae_eval.evaluate_sae` (explained variance, L0, CE loss recovered, KL), SAELens's SAE
+`interp.train_sae.evaluate.evaluate_sae` (explained variance, L0, CE loss recovered, KL), SAELens's SAE
 read back with `sae.io.load_sae` from the folder it saved.
 
     python experiments/bench/train_sae.py --out bench_train_sae.json
@@ -53,8 +53,8 @@ import torch  # noqa: E402
 
 from interp.models import default_model_dir, load_model  # noqa: E402
 from interp.organism.architecture import build_random_organism  # noqa: E402
-from interp.sae_eval import evaluate_sae  # noqa: E402
-from interp.sae_run import (  # noqa: E402
+from interp.train_sae.evaluate import evaluate_sae  # noqa: E402
+from interp.train_sae.run import (  # noqa: E402
     TrainSAEConfig,
     _contexts,
     _sae_configs,

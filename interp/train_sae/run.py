@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from interp.activation_cache import iter_cache, open_cache
-from interp.capture import activation_stream, capture, model_device
+from interp.capture.cache import iter_cache, open_cache
+from interp.capture.core import activation_stream, capture, model_device
 from interp.config import JSONConfig
 from interp.data import batched, check_source, iter_contexts, iter_texts, prefetch
 from interp.errors import InterpError
@@ -322,7 +322,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def evaluate_run(model: Any, cfg: TrainSAEConfig, saes: dict[str, Any], run_dir: Path) -> dict:
     """Held-out metrics of each SAE, written to saes/<hook>/metrics.json."""
-    from interp.sae_eval import evaluate_sae
+    from interp.train_sae.evaluate import evaluate_sae
 
     skip = _check_cache(cfg, list(saes)) if cfg.from_cache else _train_contexts_used(cfg)
     batches = eval_batches(model, cfg, skip)
@@ -342,7 +342,7 @@ def evaluate_run(model: Any, cfg: TrainSAEConfig, saes: dict[str, Any], run_dir:
 
 def train_sae_run(cfg: TrainSAEConfig, on_step: OnStep | None = None) -> TrainSAEResult:
     """Train (or resume) the SAEs of `cfg`, evaluate them on held-out tokens, write the report."""
-    from interp.viz.sae_report import sae_report
+    from interp.train_sae.figures import sae_report
     from sae.training import resume, train
 
     model, hooks, run_dir = prepare(cfg)

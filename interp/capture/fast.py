@@ -19,7 +19,7 @@ so it costs no memory and sees in-place weight edits. It is called like the brid
 and attention is causal, exactly as in the bridge's pass on a token tensor.
 
 For a plain `LlamaModel` (the embedded model's class) the skeleton is not run through its own
-modules: `interp.fused_llama.forward` computes the same layers from the same shared tensors with
+modules: `interp.capture.fused_llama.forward` computes the same layers from the same shared tensors with
 fewer, larger kernels (stacked q/k/v and gate/up products, fused RMSNorm, residual adds inside
 the output products, rotary embeddings as one complex multiply) and stores the four sites
 directly. Any other architecture runs the skeleton with forward hooks on the modules above.
@@ -41,7 +41,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
-from interp import fused_llama
+from interp.capture import fused_llama
 
 _SITE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post|attn_out|mlp_out)$")
 _WRAPPED = re.compile(r"(^|\.)_original_component(?=\.|$)")
@@ -117,7 +117,7 @@ class HFRunner:
         self.fused = fused_llama.supports(skeleton) and self.blocks == [
             f"layers.{i}" for i in range(len(self.blocks))
         ]
-        """Whether `interp.fused_llama.forward` runs the skeleton instead of its own forward."""
+        """Whether `interp.capture.fused_llama.forward` runs the skeleton instead of its own forward."""
 
     def is_current(self) -> bool:
         """Whether the bridge still holds the very tensors shared (not moved, not replaced)."""

@@ -18,7 +18,7 @@ MB of copies, about 1% of the pass), so in-place edits of the weights are always
 
 Attention is `scaled_dot_product_attention` with a causal mask over default positions, as HF's
 `sdpa` path computes it for a batch of token ids without padding. Activations agree with HF's
-to round-off (see tests/test_capture_fast.py); `interp.fast_capture` uses this path only for
+to round-off (see tests/test_capture_fast.py); `interp.capture.fast` uses this path only for
 the exact `LlamaModel` class with the plain layout it was checked on, and HF's own modules for
 anything else.
 """

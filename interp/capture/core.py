@@ -12,7 +12,7 @@ Hooks are added only inside `interp.interventions.intervene` (for one forward pa
 `with` block of `recording`), so none is left on the model after the call or after an error.
 Block inputs and outputs of a TransformerBridge (`resid_pre`, `resid_post`, `attn_out`,
 `mlp_out`) are by default read from its HuggingFace modules run directly, with fused attention
-and without the bridge's hooks (`interp.fast_capture`); the activations are the same to fp32
+and without the bridge's hooks (`interp.capture.fast`); the activations are the same to fp32
 round-off, and the pass was 1.6x faster on the embedded model on CPU (docs/benchmarks.md).
 The forward pass runs under `torch.no_grad` rather than `inference_mode`: the activations are
 handed to user code (an SAE trainer may normalise them in place, which inference tensors
@@ -29,7 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import HookNameError
-from interp.fast_capture import Collected, fast_runner
+from interp.capture.fast import Collected, fast_runner
 from interp.hooks import check_hook_names, stop_at_layer
 from interp.interventions import HookFn, intervene, store
 
@@ -96,7 +96,7 @@ def recording(
 
     With `fast`, hooks that are block inputs or outputs (`resid_pre`, `resid_post`, `attn_out`,
     `mlp_out`) of a TransformerBridge are read from its HuggingFace modules run directly, with
-    fused attention (`interp.fast_capture`); any other hook, or a bridge with hooks or processed
+    fused attention (`interp.capture.fast`); any other hook, or a bridge with hooks or processed
     weights, takes the bridge path.
     """
     names = check_hook_names(model, hooks)

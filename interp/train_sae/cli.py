@@ -3,7 +3,7 @@
     interp train-sae --layer 12
     interp train-sae --layers 4,8,12 --arch batchtopk --expansion 16 --k 32
 
-Options are the fields of `interp.sae_run.TrainSAEConfig` (help from its docstrings).
+Options are the fields of `interp.train_sae.run.TrainSAEConfig` (help from its docstrings).
 """
 
 import time
@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from interp.capture_cli import field_docs
+from interp.capture.cli import field_docs
 from interp.errors import InterpError
-from interp.sae_run import HEADLINE_METRICS, TrainSAEConfig, TrainSAEResult, train_sae_run
+from interp.train_sae.run import HEADLINE_METRICS, TrainSAEConfig, TrainSAEResult, train_sae_run
 from sae.registry import ARCHITECTURES
 from sae.training import NonFiniteLossError
 

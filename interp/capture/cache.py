@@ -1,6 +1,6 @@
 """The on-disk activation cache: a folder of safetensors shards and a `manifest.json`.
 
-Layout of a cache folder (written by `interp.capture_run.capture_to_disk`):
+Layout of a cache folder (written by `interp.capture.run.capture_to_disk`):
 
     manifest.json            model, hooks, dtype, ctx_len, token count, shard list, config
     cfg.json                 the CaptureConfig that wrote it (so the run can be repeated)
@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.capture import Rows, rebatch, to_rows
+from interp.capture.core import Rows, rebatch, to_rows
 from interp.errors import CacheError
 
 FORMAT = "interp-activations"

@@ -2,7 +2,7 @@
 
     interp capture --layer 12 --site resid_post --tokens 1000000 --out acts/
 
-Options are the fields of `interp.capture_run.CaptureConfig` (help text from its docstrings);
+Options are the fields of `interp.capture.run.CaptureConfig` (help text from its docstrings);
 the command builds one config and calls `capture_to_disk`.
 """
 
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from interp.capture_run import CaptureConfig, CaptureResult, capture_to_disk
+from interp.capture.run import CaptureConfig, CaptureResult, capture_to_disk
 from interp.errors import InterpError
 
 

@@ -1,6 +1,6 @@
 """Timing of the dense and sparse (embedding_bag) decoder paths of TopK SAEs.
 
-    python -m sae.bench_decode [--threads 1]
+    python experiments/bench/decode.py [--threads 1]
 
 prints, per shape, milliseconds for the decoder alone (forward + backward) and for a whole
 training step (`loss` + backward) with each `decoder_impl`. docs/sae.md records the results

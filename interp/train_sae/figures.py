@@ -61,7 +61,7 @@ def sae_report(
             row=3,
             col=1,
         )
-    from interp.sae_run import HEADLINE_METRICS  # local: sae_run imports this module lazily
+    from interp.train_sae.run import HEADLINE_METRICS  # local: sae_run imports this module lazily
 
     keys = HEADLINE_METRICS
     cells = [list(keys)] + [[_fmt(metrics[h].get(k)) for k in keys] for h in metrics]

@@ -17,8 +17,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from interp import activation_cache as ac
-from interp.capture import check_per_token, recording
+from interp.capture import cache as ac
+from interp.capture.core import check_per_token, recording
 from interp.config import JSONConfig
 from interp.data import batched, check_source, iter_contexts, iter_texts
 from interp.errors import CacheError, InterpError
