@@ -1,9 +1,13 @@
-"""`interp <command>`: each command parses options into a config and calls one library function.
-
-Commands live beside the code they drive; this module only assembles the app.
-"""
+"""`interp <command>`: assembles each capability's command; each parses options into its config
+and calls one library function. Imports no torch: `interp --help` answers at once."""
 
 import typer
+
+from interp.capture.cli import capture
+from interp.cli_common import derived_epilog
+from interp.organism.cli import app as organism_app
+from interp.train_sae.cli import train_sae
+from interp.train_sae.config import TrainSAEConfig
 
 app = typer.Typer(
     name="interp",
@@ -11,15 +15,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-
-from interp.organism.cli import app as organism_app  # noqa: E402
-
+app.command("capture")(capture)
+app.command("train-sae", epilog=derived_epilog(TrainSAEConfig))(train_sae)
 app.add_typer(organism_app, name="organism")
-
-from interp.capture.cli import capture  # noqa: E402
-
-app.command()(capture)
-
-from interp.train_sae.cli import train_sae  # noqa: E402
-
-app.command("train-sae")(train_sae)

@@ -1,22 +1,59 @@
-"""The JSON round trip shared by every command's frozen config dataclass (saved as its cfg)."""
+"""Command configs: the JSON round trip every command's frozen config dataclass uses (saved as
+its `cfg.json`), and the one check of what may change when a run resumes.
 
-import dataclasses
-from typing import Any, Self
+`JSONConfig` is the SAE package's mixin (`sae.config.JSONConfig`), so that `SAEConfig` and
+`TrainConfig` nest inside a command's config and round-trip with it.
+"""
 
-from interp.errors import InterpError
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from sae.config import JSONConfig
+
+__all__ = ["JSONConfig", "TextSource", "config_diff"]
 
 
-class JSONConfig:
-    """Mixin for frozen dataclasses whose fields are JSON scalars or tuples of them."""
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
-    def to_dict(self) -> dict[str, Any]:
-        items = dataclasses.asdict(self).items()  # type: ignore[call-overload]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise InterpError(f"unknown {cls.__name__} fields {unknown}; valid: {sorted(fields)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+def config_diff(saved: dict[str, Any], asked: dict[str, Any], allowed: Iterable[str]) -> list[str]:
+    """The settings (dotted paths into nested configs) that differ between a run's saved config
+    and the one asked for, leaving out `allowed`, as 'name: saved -> asked' lines."""
+    allowed = set(allowed)
+    old, new = _flat(saved), _flat(asked)
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in allowed and old.get(key) != new.get(key)
+    ]
+
+
+class TextSource(NamedTuple):
+    """Where a run's text comes from: enough to read the same documents in the same order again
+    (recorded in an activation cache's manifest, so that its provenance can be checked)."""
+
+    dataset: str = "default"
+    split: str = "train"
+    text_field: str = "text"
+    seed: int = 0
+
+    def texts(self) -> Iterator[str]:
+        """The documents, in order (`interp.data.iter_texts`)."""
+        from interp.data import iter_texts
+
+        return iter_texts(
+            self.dataset, split=self.split, seed=self.seed, text_field=self.text_field
+        )
+
+    def check(self) -> None:
+        """`DataError` now, before any work, if the source cannot be read."""
+        from interp.data import check_source
+
+        check_source(self.dataset, split=self.split, text_field=self.text_field)

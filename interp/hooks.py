@@ -102,6 +102,25 @@ def site_hook_name(model: Any, layer: int, site: str) -> str:
     )
 
 
+def hook_names(
+    model: Any,
+    layers: Iterable[int],
+    site: str,
+    hooks: Iterable[str] = (),
+    *,
+    purpose: str = "hook",
+) -> list[str]:
+    """The checked hook names of a command: `layers` x `site` first, then the full names in
+    `hooks`, de-duplicated in order. Neither given is an error that says what to pass."""
+    layers, hooks = list(layers), list(hooks)
+    if not layers and not hooks:
+        raise HookNameError(
+            f"nothing to {purpose}: give --layer (with --site) or a full --hook name"
+        )
+    names = [site_hook_name(model, layer, site) for layer in layers] + hooks
+    return check_hook_names(model, names)
+
+
 def resolve_hook(
     model: Any, layer: int | None = None, site: str | None = None, hook_name: str | None = None
 ) -> str:

@@ -1,23 +1,36 @@
 """Sparse autoencoders: architectures, training over any activation stream, metrics, and
-SAELens-format folders. Never imports `interp`; see docs/sae.md."""
+SAELens-format folders. Never imports `interp`; see docs/sae.md.
 
-from sae.base import SAE, LossTerms
-from sae.config import SAEConfig, TrainConfig
-from sae.io import load_sae, save_sae
-from sae.registry import ARCHITECTURES, build_sae
-from sae.training import NonFiniteLossError, TrainResult, resume, train
+The names below load on first use, so `import sae.config` (the configs, which the command line
+reads for its options) does not import torch.
+"""
 
-__all__ = [
-    "ARCHITECTURES",
-    "SAE",
-    "LossTerms",
-    "NonFiniteLossError",
-    "SAEConfig",
-    "TrainConfig",
-    "TrainResult",
-    "build_sae",
-    "load_sae",
-    "resume",
-    "save_sae",
-    "train",
-]
+import importlib
+
+_EXPORTS = {
+    "ARCHITECTURES": "sae.registry",
+    "SAE": "sae.base",
+    "ConfigError": "sae.errors",
+    "LossTerms": "sae.base",
+    "NonFiniteLossError": "sae.training",
+    "SAEConfig": "sae.config",
+    "SAEError": "sae.errors",
+    "TrainConfig": "sae.config",
+    "TrainResult": "sae.training",
+    "build_sae": "sae.registry",
+    "load_sae": "sae.io",
+    "resume": "sae.training",
+    "save_sae": "sae.io",
+    "train": "sae.training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

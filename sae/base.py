@@ -20,13 +20,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from sae.config import SAEConfig
-
-DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+from sae.device import DTYPES, resolve_device
 
 
 def firing_counts(
@@ -54,13 +48,6 @@ class LossTerms(NamedTuple):
     """Unweighted AuxK loss of topk/batchtopk (0 for relu/jumprelu, or with no dead latents)."""
     fired: Int[Tensor, " d_sae"]
     """Number of tokens of this batch on which each latent was non-zero."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class SAE(nn.Module):

@@ -130,7 +130,7 @@ def read_checkpoint(folder: Path, make_optimizer: Any) -> TrainState:
         opt = make_optimizer(sae, train_cfg)
         opt.load_state_dict(torch.load(sub / "optimizer.pt", weights_only=True))
         state.optimizers[name] = opt
-        firing = FiringStats(cfg.d_sae, train_cfg.dead_tokens_window)
+        firing = FiringStats(cfg.d_sae, train_cfg.dead_window)
         firing.load_state_dict(load_file(sub / "firing.safetensors"))
         state.firing[name] = firing
     set_rng_state(torch.load(folder / "rng.pt", weights_only=True))

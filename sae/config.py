@@ -2,8 +2,9 @@
 (`TrainConfig`).
 
 Both are frozen dataclasses. Each field has a docstring under it (the CLI takes its help text from
-there). `__post_init__` only validates. `to_dict`/`from_dict` give the JSON form that is saved in
-checkpoints and in the `metadata` of an SAE folder's `cfg.json`.
+there). `__post_init__` only validates. `to_dict`/`from_dict` (the `JSONConfig` mixin, which the
+toolkit's command configs use too) give the JSON form that is saved in checkpoints and in the
+`metadata` of an SAE folder's `cfg.json`.
 """
 
 import dataclasses
@@ -11,46 +12,75 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
+from sae.errors import ConfigError
+
 Dtype = Literal["float32", "float64", "bfloat16", "float16"]
 Normalization = Literal["none", "expected_average_only_in"]
 DecoderImpl = Literal["auto", "dense", "sparse"]
 
 
-class _DictMixin:
-    """JSON round trip shared by the two configs: tuples become lists and back."""
+class JSONConfig:
+    """JSON round trip of a frozen dataclass: tuples become lists, nested configs become dicts.
+
+    `from_dict(to_dict(c)) == c` up to the `DERIVED` fields. Unknown keys are an error that names
+    the valid ones; a nested config field (one whose default is itself a `JSONConfig`) is rebuilt
+    from its dict, with the fields it does not give taken from that default.
+    """
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as plain JSON-able values (tuples become lists)."""
+        """All fields as plain JSON-able values, less the nested fields that a class variable
+        `DERIVED` (dotted paths) says are set at run time from the others."""
         out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
+            if isinstance(value, JSONConfig):
+                value = value.to_dict()
             out[f.name] = list(value) if isinstance(value, tuple) else value
+        for path in getattr(self, "DERIVED", {}):
+            *parents, leaf = path.split(".")
+            if parents:
+                node = out
+                for key in parents:
+                    node = node[key]
+                node.pop(leaf, None)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Inverse of `to_dict`. Unknown keys are an error that names the valid ones."""
+        """Inverse of `to_dict`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
         names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{cls.__name__}: unknown field(s) {unknown}; valid fields are {sorted(names)}"
             )
+        defaults = cls() if any(_nested_type(f) for f in names.values()) else None
         kwargs = {}
         for key, value in data.items():
-            if isinstance(value, list) and "tuple" in str(names[key].type):
+            nested = _nested_type(names[key])
+            if nested is not None and isinstance(value, dict):
+                base = getattr(defaults, key).to_dict()
+                value = nested.from_dict({**base, **value})
+            elif isinstance(value, list) and "tuple" in str(names[key].type):
                 value = tuple(value)
             kwargs[key] = value
         return cls(**kwargs)
 
 
+def _nested_type(f: dataclasses.Field) -> type | None:
+    """The JSONConfig class of a nested config field, else None."""
+    return f.type if isinstance(f.type, type) and issubclass(f.type, JSONConfig) else None
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
-class SAEConfig(_DictMixin):
+class SAEConfig(JSONConfig):
     """What one SAE is: architecture, sizes, loss hyper-parameters, where its inputs come from."""
 
     arch: str = "topk"
@@ -111,7 +141,7 @@ class SAEConfig(_DictMixin):
     take the flattened [.., n_heads * d_head] vector; the field is kept so folders round-trip."""
 
     def __post_init__(self) -> None:
-        from sae.registry import ARCHITECTURES  # local import: the registry imports the modules
+        from sae.registry import ARCHITECTURES  # local: the registry module imports sae.config
 
         _require(
             self.arch in ARCHITECTURES,
@@ -146,7 +176,7 @@ class SAEConfig(_DictMixin):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_DictMixin):
+class TrainConfig(JSONConfig):
     """How SAEs are trained. One TrainConfig drives every SAE of a multi-hook run."""
 
     total_tokens: int = 50_000_000
@@ -159,12 +189,13 @@ class TrainConfig(_DictMixin):
     """Adam (beta1, beta2)."""
     adam_eps: float = 1e-8
     """Adam epsilon."""
-    lr_warmup_steps: int = 0
-    """Linear warm-up from 0 to lr over this many steps."""
+    lr_warmup_steps: int | None = 0
+    """Linear warm-up from 0 to lr over this many steps; None: 1% of the steps (at least 1)."""
     lr_decay_fraction: float = 0.2
     """Linear decay to 0 over this final fraction of the steps (0 keeps lr constant)."""
-    sparsity_warmup_steps: int = 0
-    """Linear warm-up of the sparsity penalty (relu L1, jumprelu L0) from 0 over this many steps."""
+    sparsity_warmup_steps: int | None = 0
+    """Linear warm-up of the sparsity penalty (relu L1, jumprelu L0) from 0 over this many steps;
+    None: 5% of the steps."""
     grad_clip_norm: float | None = 1.0
     """Scale each SAE's gradient down to this L2 norm (over all its parameters) before the Adam
     step when it is larger; None: off. SAELens clips at 1.0 too. The normalised TopK loss has
@@ -173,8 +204,9 @@ class TrainConfig(_DictMixin):
     large (held-out EV +0.007 at 244 steps on the embedded model, docs/sae.md)."""
     aux_k_coefficient: float = 1 / 32
     """Weight of the AuxK loss of topk/batchtopk (Gao et al. 2024 use 1/32)."""
-    dead_tokens_window: int = 10_000_000
-    """A latent is dead when it has not fired in this many most recent training tokens."""
+    dead_tokens_window: int | None = 10_000_000
+    """A latent is dead when it has not fired in this many most recent training tokens; None:
+    a quarter of total_tokens, at most 1,000,000."""
     norm_estimation_batches: int = 10
     """Batches read at the start to estimate the input norm scaling factor."""
     seed: int = 0
@@ -207,16 +239,20 @@ class TrainConfig(_DictMixin):
             0 <= self.lr_decay_fraction <= 1,
             f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}",
         )
+        for name in ("lr_warmup_steps", "sparsity_warmup_steps", "checkpoint_every"):
+            value = getattr(self, name)
+            _require(value is None or value >= 0, f"{name} must be >= 0, got {value}")
         decay = math.ceil(self.lr_decay_fraction * self.total_steps)
         _require(
-            self.lr_warmup_steps + decay <= self.total_steps,
-            f"lr_warmup_steps={self.lr_warmup_steps} plus decay steps={decay} exceed total "
+            self.warmup_steps + decay <= self.total_steps,
+            f"lr_warmup_steps={self.warmup_steps} plus decay steps={decay} exceed total "
             f"steps={self.total_steps}; lower them or raise total_tokens",
         )
-        for name in ("lr_warmup_steps", "sparsity_warmup_steps", "checkpoint_every"):
-            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _require(self.aux_k_coefficient >= 0, "aux_k_coefficient must be >= 0")
-        _require(self.dead_tokens_window > 0, "dead_tokens_window must be > 0")
+        _require(
+            self.dead_tokens_window is None or self.dead_tokens_window > 0,
+            "dead_tokens_window must be > 0",
+        )
         _require(self.norm_estimation_batches > 0, "norm_estimation_batches must be > 0")
         _require(self.keep_checkpoints > 0, "keep_checkpoints must be > 0")
         _require(self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0")
@@ -229,3 +265,24 @@ class TrainConfig(_DictMixin):
     def total_steps(self) -> int:
         """Optimiser steps in the run."""
         return self.total_tokens // self.batch_tokens
+
+    @property
+    def warmup_steps(self) -> int:
+        """lr_warmup_steps, or 1% of the steps (at least 1) when it is None."""
+        if self.lr_warmup_steps is None:
+            return max(1, self.total_steps // 100)
+        return self.lr_warmup_steps
+
+    @property
+    def sparsity_steps(self) -> int:
+        """sparsity_warmup_steps, or 5% of the steps when it is None."""
+        if self.sparsity_warmup_steps is None:
+            return self.total_steps // 20
+        return self.sparsity_warmup_steps
+
+    @property
+    def dead_window(self) -> int:
+        """dead_tokens_window, or min(1,000,000, total_tokens // 4) when it is None."""
+        if self.dead_tokens_window is None:
+            return max(1, min(1_000_000, self.total_tokens // 4))
+        return self.dead_tokens_window

@@ -40,16 +40,23 @@ def write_dir_atomically(folder: Path, write: Callable[[Path], None], overwrite:
     return folder
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write `text` to path via a temporary file and os.replace."""
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a hidden temporary file beside it and `os.replace`, so that
+    readers see the old file or the new one, never a part. The temporary file is removed on any
+    error (a full disk, an interrupt)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """`write_bytes_atomically` of UTF-8 text."""
+    write_bytes_atomically(path, text.encode())
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -63,5 +70,7 @@ def _finite_or_none(value: Any) -> Any:
 
 
 def dump_json(path: Path, data: Any) -> None:
-    """Strict JSON (NaN and inf written as null, which every parser accepts), indented."""
-    Path(path).write_text(json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n")
+    """Strict JSON (NaN and inf written as null, which every parser accepts), indented, written
+    atomically."""
+    text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n"
+    write_text_atomically(path, text)

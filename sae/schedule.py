@@ -15,8 +15,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     total = cfg.total_steps
     decay = math.ceil(cfg.lr_decay_fraction * total)
     factor = 1.0
-    if step < cfg.lr_warmup_steps:
-        factor = (step + 1) / cfg.lr_warmup_steps
+    if step < cfg.warmup_steps:
+        factor = (step + 1) / cfg.warmup_steps
     if decay > 0 and step >= total - decay:
         factor = min(factor, (total - step) / decay)
     return factor
@@ -24,6 +24,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def sparsity_scale(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the sparsity penalty: (step + 1) / S over the first S steps, then 1."""
-    if step < cfg.sparsity_warmup_steps:
-        return (step + 1) / cfg.sparsity_warmup_steps
+    if step < cfg.sparsity_steps:
+        return (step + 1) / cfg.sparsity_steps
     return 1.0

@@ -24,10 +24,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from sae.base import SAE, LossTerms, resolve_device
+from sae.base import SAE, LossTerms
 from sae.batches import Batch, BatchSource, local_shards, open_stream
 from sae.checkpoint import TrainState, latest_checkpoint, read_checkpoint, write_checkpoint
 from sae.config import SAEConfig, TrainConfig
+from sae.device import resolve_device
 from sae.distributed import (
     all_reduce_,
     average_gradients_,
@@ -36,6 +37,7 @@ from sae.distributed import (
     init_from_env,
     rank_info,
 )
+from sae.errors import SAEError
 from sae.firing import FiringStats
 from sae.interrupt import StopRequest, stop_on_signals
 from sae.io import save_sae
@@ -47,7 +49,7 @@ StepMetrics = dict[str, dict[str, float]]
 OnStep = Callable[[int, int, StepMetrics], None]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SAEError, RuntimeError):
     """The loss became NaN or inf; no optimiser step was taken with it."""
 
     def __init__(self, step: int, name: str, values: dict[str, float], checkpoint: Path | None):
@@ -108,7 +110,7 @@ def _fresh_state(
         train_cfg=cfg,
         saes=modules,
         optimizers={n: make_optimizer(s, cfg) for n, s in modules.items()},
-        firing={n: FiringStats(s.cfg.d_sae, cfg.dead_tokens_window) for n, s in modules.items()},
+        firing={n: FiringStats(s.cfg.d_sae, cfg.dead_window) for n, s in modules.items()},
         norm_factors={},
     )
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from interp.capture.cache import open_cache
 from interp.capture.cli import capture
-from interp.capture.run import CaptureConfig
+from interp.capture.config import CaptureConfig
 from interp.cli import app
 
 runner = CliRunner()
@@ -63,7 +63,7 @@ def test_capture_writes_a_cache(base, tmp_path, tiny_dirs):
             ["--layer", "1", "--dataset", "missing.jsonl"],
             "dataset file 'missing.jsonl' does not exist",
         ),
-        (["--layer", "1", "--dtype", "float8"], "dtype must be one of"),
+        (["--layer", "1", "--dtype", "float8"], "'float8' is not one of auto"),
         (["--tokens", "100"], "nothing to capture"),
     ],
 )

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.data import iter_contexts, iter_texts
-from interp.train_sae.run import TrainSAEConfig, _train_contexts_used
+from interp.train_sae.config import TrainSAEConfig
+from interp.train_sae.source import train_contexts_used
 
 runner = CliRunner()
 HOOK = "blocks.1.hook_resid_post"
@@ -55,7 +56,7 @@ def run_dir(tiny_dirs, tmp_path_factory) -> Path:
 
 
 def _eval_tokens(tokenizer, cfg: TrainSAEConfig, start: int | None = None) -> torch.Tensor:
-    start = _train_contexts_used(cfg) if start is None else start
+    start = train_contexts_used(cfg) if start is None else start
     n = math.ceil(cfg.eval_tokens / cfg.ctx_len)
     contexts = iter_contexts(iter_texts(cfg.dataset, seed=cfg.seed), tokenizer, cfg.ctx_len)
     return torch.stack(list(itertools.islice(contexts, start, start + n)))
@@ -66,9 +67,9 @@ def test_folder_layout_and_config_round_trip(run_dir):
     for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "metrics.json"):
         assert (sae_dir / name).is_file(), name
     assert (run_dir / "report.html").stat().st_size > 100_000  # plotly.js embedded: offline
-    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "train_sae.json").read_text()))
+    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "cfg.json").read_text()))
     assert TrainSAEConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.layers == (1,) and cfg.k == 4
+    assert cfg.layers == (1,) and cfg.sae.k == 4 and cfg.train.total_tokens == 4096
 
 
 def _check_ev_against_saelens(run_dir: Path, model, start: int) -> dict:
@@ -76,7 +77,7 @@ def _check_ev_against_saelens(run_dir: Path, model, start: int) -> dict:
     context `start`) gives the explained variance that metrics.json reports."""
     from sae_lens import SAE as LensSAE
 
-    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "train_sae.json").read_text()))
+    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "cfg.json").read_text()))
     metrics = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
     assert metrics["eval_contexts_start"] == start
     lens = LensSAE.load_from_disk(str(run_dir / "saes" / HOOK), device="cpu")
@@ -93,14 +94,14 @@ def _check_ev_against_saelens(run_dir: Path, model, start: int) -> dict:
 
 
 def test_metrics_match_saelens_reconstruction(run_dir, tiny_models):
-    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "train_sae.json").read_text()))
-    _check_ev_against_saelens(run_dir, tiny_models["llama"], _train_contexts_used(cfg))
+    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "cfg.json").read_text()))
+    _check_ev_against_saelens(run_dir, tiny_models["llama"], train_contexts_used(cfg))
 
 
 def test_ce_clean_matches_hf(run_dir, tiny_dirs, tiny_models):
     from transformers import AutoModelForCausalLM
 
-    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "train_sae.json").read_text()))
+    cfg = TrainSAEConfig.from_dict(json.loads((run_dir / "cfg.json").read_text()))
     metrics = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
     hf = AutoModelForCausalLM.from_pretrained(tiny_dirs["llama"], dtype=torch.float32)
     tokens = _eval_tokens(tiny_models["llama"].tokenizer, cfg)
@@ -116,7 +117,10 @@ def test_ce_clean_matches_hf(run_dir, tiny_dirs, tiny_models):
         (["--layer", "1", "--site", "resid_pots"], "resid_post"),
         (["--layer", "1", "--arch", "topkk"], "topk"),
         (["--layer", "1", "--d-sae", "8", "--k", "9"], "k=9"),
-        (["--layer", "1", "--layers", "1,2"], "not both"),
+        (["--layer", "1", "--lr", "-1"], "lr must be > 0"),
+        (["--layer", "1", "--ctx-len", "1"], "ctx_len must be at least 2"),
+        (["--layer", "1", "--dataset", "missing.jsonl"], "missing.jsonl"),
+        (["--layer", "1", "--grad-clip-norm", "zero"], "expected float"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_dirs, tmp_path, args, message):
@@ -134,7 +138,7 @@ def test_existing_run_is_never_overwritten(run_dir, tiny_dirs):
     assert res.exit_code == 2 and "already exists" in res.output
     args = ["--layer", "1", "--resume", str(run_dir), *SMALL[:-2], "--k", "8"]
     res = cli("train-sae", tiny_dirs["llama"], *args)
-    assert res.exit_code == 2 and "k: run has 4, asked for 8" in res.output
+    assert res.exit_code == 2 and "sae.k: 4 -> 8" in res.output
     assert (run_dir / "saes" / HOOK / "sae_weights.safetensors").read_bytes() == before
 
 

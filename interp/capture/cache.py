@@ -16,7 +16,6 @@ sha256 is in the manifest and is checked whenever the shard is read.
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.capture.core import Rows, rebatch, to_rows
+from interp.config import TextSource
 from interp.errors import CacheError
+from sae.fsutil import write_bytes_atomically
 
 FORMAT = "interp-activations"
 VERSION = 1
@@ -48,26 +49,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
-    tmp = _tmp_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_shard(path: Path, tensors: dict[str, Tensor]) -> str:
     """Save tensors atomically as safetensors; returns the file's sha256."""
     # Serialised in memory (peak memory is twice the shard) and written with Python's open, so
     # the file follows the umask (safetensors.save_file creates files 0600) and is hashed
     # without being read back.
     data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
-    tmp = _tmp_path(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomically(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -123,6 +111,17 @@ class CacheInfo:
     @property
     def shards(self) -> list[dict[str, Any]]:
         return list(self.manifest["shards"])
+
+    @property
+    def source(self) -> TextSource:
+        """The text the cache was captured from (dataset, split, text field, seed)."""
+        cfg = self.manifest.get("source") or self.manifest.get("config") or {}
+        fields = {k: cfg[k] for k in TextSource._fields if k in cfg}
+        return TextSource(**fields)
+
+    @property
+    def n_contexts(self) -> int:
+        return int(self.manifest["n_contexts"])
 
     def d(self, hook: str) -> int:
         """Width of one row of `hook`'s activations (the product of its per-token shape)."""

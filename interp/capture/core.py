@@ -28,8 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import HookNameError
 from interp.capture.fast import Collected, fast_runner
+from interp.errors import HookNameError
 from interp.hooks import check_hook_names, stop_at_layer
 from interp.interventions import HookFn, intervene, store
 

@@ -8,83 +8,21 @@ manifest's sha256) and writes the rest byte for byte as an uninterrupted run wou
 """
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from interp.capture import cache as ac
+from interp.capture.config import RESUMABLE_CHANGES, CaptureConfig
 from interp.capture.core import check_per_token, recording
-from interp.config import JSONConfig
-from interp.data import batched, check_source, iter_contexts, iter_texts
-from interp.errors import CacheError, InterpError
-from interp.hooks import check_hook_names, site_hook_name
-
-DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
-RESUMABLE_CHANGES = ("tokens", "resume", "out")
-"""Config fields that may differ when resuming: everything else fixes the data and its order."""
-
-
-@dataclass(frozen=True)
-class CaptureConfig(JSONConfig):
-    """Options of `interp capture`, saved as the cache's `cfg.json`."""
-
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
-    layer: tuple[int, ...] = ()
-    """Block indices to capture at `site` (repeat the option for several layers)."""
-    site: str = "resid_post"
-    """Hook site inside each block given by `layer`, e.g. resid_post, mlp_out, attn.hook_z."""
-    hook: tuple[str, ...] = ()
-    """Full hook names to capture as well, e.g. blocks.3.hook_mlp_out (repeatable)."""
-    dataset: str = "default"
-    """'default' (the embedded corpus), a local .txt/.jsonl/.parquet file, or a hub dataset."""
-    split: str = "train"
-    """Split of the embedded corpus (train/heldout) or of a hub dataset."""
-    text_field: str = "text"
-    """Field (.jsonl, hub) or column (.parquet) holding the text."""
-    ctx_len: int = 128
-    """Tokens per context, BOS included."""
-    tokens: int = 1_000_000
-    """Tokens to capture, rounded up to whole contexts."""
-    batch_size: int = 32
-    """Contexts per forward pass."""
-    shard_tokens: int = 65_536
-    """Tokens per shard file, rounded down to whole contexts (at least one)."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: DtypeName = "auto"
-    """Model and activation dtype; 'auto' is bfloat16 on GPU, float32 on CPU."""
-    seed: int = 0
-    """Seed of the embedded corpus stream."""
-    out: str = "acts"
-    """Output folder of the cache."""
-    resume: bool = False
-    """Continue an interrupted capture in `out` (same options; `tokens` may grow)."""
-
-    def __post_init__(self) -> None:
-        for name in ("ctx_len", "tokens", "batch_size", "shard_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.ctx_len < 2:
-            raise InterpError(f"ctx_len must be at least 2 (BOS plus text), got {self.ctx_len}")
-        if not self.layer and not self.hook:
-            raise InterpError("nothing to capture: give a layer (with a site) or a hook name")
-        valid = DtypeName.__args__  # type: ignore[attr-defined]
-        if self.dtype not in valid:
-            raise InterpError(f"dtype must be one of {valid}, got {self.dtype!r}")
-
-    @property
-    def n_contexts(self) -> int:
-        return math.ceil(self.tokens / self.ctx_len)
-
-    @property
-    def shard_contexts(self) -> int:
-        return max(1, self.shard_tokens // self.ctx_len)
+from interp.config import config_diff
+from interp.data import batched, iter_contexts
+from interp.errors import CacheError
+from interp.hooks import hook_names
+from sae.fsutil import write_text_atomically
 
 
 class CaptureResult(NamedTuple):
@@ -103,12 +41,6 @@ class CaptureResult(NamedTuple):
 
 Progress = Callable[[int, int], None]
 """progress(tokens_done, tokens_total), called after every forward pass."""
-
-
-def hook_names(model: Any, cfg: CaptureConfig) -> list[str]:
-    """The checked hook names of a config: layer x site first, then the full names."""
-    names = [site_hook_name(model, layer, cfg.site) for layer in cfg.layer] + list(cfg.hook)
-    return check_hook_names(model, names)
 
 
 def _check_out(cfg: CaptureConfig) -> dict[str, Any] | None:
@@ -132,10 +64,9 @@ def _check_out(cfg: CaptureConfig) -> dict[str, Any] | None:
         )
     manifest = ac.read_manifest(out)
     saved, asked = manifest["config"], cfg.to_dict()
-    changed = [k for k in asked if k not in RESUMABLE_CHANGES and saved.get(k) != asked[k]]
+    changed = config_diff(saved, asked, RESUMABLE_CHANGES)
     if changed:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {asked[k]!r}" for k in changed)
-        raise CacheError(f"cannot resume {cfg.out!r} with other options ({diff})")
+        raise CacheError(f"cannot resume {cfg.out!r} with other options ({', '.join(changed)})")
     return manifest
 
 
@@ -159,6 +90,7 @@ def _manifest(
         "complete": complete,
         "shard_contexts": cfg.shard_contexts,
         "shards": shards,
+        "source": cfg.source._asdict(),
         "config": cfg.to_dict(),
     }
 
@@ -199,13 +131,13 @@ def capture_to_disk(cfg: CaptureConfig, progress: Progress | None = None) -> Cap
     from interp.models import load_model
 
     resume_from = _check_out(cfg)
-    check_source(cfg.dataset, split=cfg.split, text_field=cfg.text_field)
+    cfg.source.check()
     model = load_model(cfg.model, cfg.device, cfg.dtype)
-    hooks = hook_names(model, cfg)
+    hooks = hook_names(model, cfg.layer, cfg.site, cfg.hook, purpose="capture")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ac.remove_stale_temporaries(out)
-    ac.atomic_write_text(out / "cfg.json", json.dumps(cfg.to_dict(), indent=2))
+    write_text_atomically(out / "cfg.json", json.dumps(cfg.to_dict(), indent=2))
     return _run_shards(cfg, model, hooks, resume_from, progress or (lambda done, total: None))
 
 
@@ -215,8 +147,7 @@ def _run_shards(
     out, total = Path(cfg.out), cfg.n_contexts * cfg.ctx_len
     old = resume_from["shards"] if resume_from else []
     shapes: dict[str, list[int]] = resume_from["shapes"] if resume_from else {}
-    texts = iter_texts(cfg.dataset, split=cfg.split, seed=cfg.seed, text_field=cfg.text_field)
-    contexts = iter_contexts(texts, model.tokenizer, cfg.ctx_len)
+    contexts = iter_contexts(cfg.source.texts(), model.tokenizer, cfg.ctx_len)
     shards: list[dict[str, Any]] = []
     done, written, computed, seconds = 0, 0, 0, 0.0
     live = 0  # tokens done, counted batch by batch inside a shard
@@ -246,7 +177,7 @@ def _run_shards(
         progress(done, total)
         # Old entries past this one stay listed, so a second crash does not forget them.
         manifest = _manifest(cfg, model, hooks, shapes, shards + old[index + 1 :], complete=False)
-        ac.atomic_write_text(out / ac.MANIFEST, json.dumps(manifest, indent=1))
+        write_text_atomically(out / ac.MANIFEST, json.dumps(manifest, indent=1))
     return _finish(cfg, model, hooks, shapes, shards, (written, computed, seconds))
 
 
@@ -258,7 +189,7 @@ def _finish(
     for stale in sorted(out.glob("shard_*.safetensors"))[len(shards) :]:
         stale.unlink()  # left by an earlier run that planned more shards
     manifest = _manifest(cfg, model, hooks, shapes, shards, complete=True)
-    ac.atomic_write_text(out / ac.MANIFEST, json.dumps(manifest, indent=1))
+    write_text_atomically(out / ac.MANIFEST, json.dumps(manifest, indent=1))
     result = CaptureResult(
         out=out,
         n_tokens=manifest["n_tokens"],
@@ -270,5 +201,5 @@ def _finish(
         exhausted=manifest["n_contexts"] < cfg.n_contexts,
     )
     metrics = {k: (str(v) if isinstance(v, Path) else v) for k, v in result._asdict().items()}
-    ac.atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
     return result

@@ -1,11 +1,15 @@
 """The SAE training report: curves over training tokens and held-out feature densities."""
 
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from interp.train_sae.evaluate import HEADLINE_METRICS
+from interp.viz.colors import series_color
+from interp.viz.html import write_html
 from sae.metrics import log_feature_density
 
 CURVES = (
@@ -32,7 +36,7 @@ def sae_report(
     )
     tokens = [row["tokens"] for row in history]
     for i, hook in enumerate(metrics):
-        colour = f"hsl({(i * 67) % 360},70%,45%)"
+        colour = series_color(i)
         for j, (key, _) in enumerate(CURVES):
             ys = [row["metrics"].get(hook, {}).get(key) for row in history]
             fig.add_trace(
@@ -61,8 +65,6 @@ def sae_report(
             row=3,
             col=1,
         )
-    from interp.train_sae.run import HEADLINE_METRICS  # local: sae_run imports this module lazily
-
     keys = HEADLINE_METRICS
     cells = [list(keys)] + [[_fmt(metrics[h].get(k)) for k in keys] for h in metrics]
     fig.add_trace(
@@ -79,3 +81,14 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
     return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+def write_report(
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    metrics: dict[str, dict[str, Any]],
+    densities: dict[str, torch.Tensor],
+) -> Path:
+    """`sae_report` as the run's offline report.html (written atomically)."""
+    figure = sae_report(history, metrics, {h: densities[h] for h in metrics})
+    return write_html(Path(run_dir) / "report.html", figure, title="SAE training report")

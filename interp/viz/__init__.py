@@ -1,1 +1,3 @@
-"""Plotly figures. Functions here return figures; callers show them or write HTML."""
+"""What the capabilities' figures share: the offline HTML writer (`html`), token-coloured text
+(`tokens`) and one colour scheme (`colors`). Imports no capability; figures themselves live in
+each capability's `figures.py`."""

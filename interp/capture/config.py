@@ -1,0 +1,72 @@
+"""The config of `interp capture`, saved as the cache's `cfg.json` (imports no torch)."""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from interp.config import JSONConfig, TextSource
+from interp.errors import InterpError
+
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+RESUMABLE_CHANGES = ("tokens", "resume", "out")
+"""Config fields that may differ when resuming: everything else fixes the data and its order."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig(JSONConfig):
+    """Options of `interp capture`, saved as the cache's `cfg.json`."""
+
+    model: str = "default"
+    """'default' (the embedded model), a local HF model folder, or a hub name."""
+    layer: tuple[int, ...] = ()
+    """Blocks whose `site` activations are captured (give --layer, --hook or both)."""
+    site: str = "resid_post"
+    """Hook site inside each block given by `layer`, e.g. resid_post, mlp_out, attn.hook_z."""
+    hook: tuple[str, ...] = ()
+    """Full hook names to capture as well, e.g. blocks.3.hook_mlp_out."""
+    dataset: str = "default"
+    """'default' (the embedded corpus), a local .txt/.jsonl/.parquet file, or a hub dataset."""
+    split: str = "train"
+    """Split of the embedded corpus (train/heldout) or of a hub dataset."""
+    text_field: str = "text"
+    """Field (.jsonl, hub) or column (.parquet) holding the text."""
+    ctx_len: int = 128
+    """Tokens per context, BOS included."""
+    tokens: int = 1_000_000
+    """Tokens to capture, rounded up to whole contexts."""
+    batch_size: int = 32
+    """Contexts per forward pass."""
+    shard_tokens: int = 65_536
+    """Tokens per shard file, rounded down to whole contexts (at least one)."""
+    device: str = "auto"
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
+    dtype: DtypeName = "auto"
+    """Model and activation dtype; 'auto' is bfloat16 on GPU, float32 on CPU."""
+    seed: int = 0
+    """Seed of the embedded corpus stream."""
+    out: str = "acts"
+    """Output folder of the cache."""
+    resume: bool = False
+    """Continue an interrupted capture in `out` (same options; `tokens` may grow)."""
+
+    def __post_init__(self) -> None:
+        for name in ("ctx_len", "tokens", "batch_size", "shard_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.ctx_len < 2:
+            raise InterpError(f"ctx_len must be at least 2 (BOS plus text), got {self.ctx_len}")
+        valid = DtypeName.__args__  # type: ignore[attr-defined]
+        if self.dtype not in valid:
+            raise InterpError(f"dtype must be one of {valid}, got {self.dtype!r}")
+
+    @property
+    def source(self) -> TextSource:
+        return TextSource(self.dataset, self.split, self.text_field, self.seed)
+
+    @property
+    def n_contexts(self) -> int:
+        return math.ceil(self.tokens / self.ctx_len)
+
+    @property
+    def shard_contexts(self) -> int:
+        return max(1, self.shard_tokens // self.ctx_len)

@@ -1,0 +1,101 @@
+"""A `train-sae` run folder: where it goes, its saved config, resuming it, its training curves.
+
+<out>/cfg.json               the TrainSAEConfig (the run repeats from it)
+<out>/checkpoints/           every train.checkpoint_seconds, on SIGINT/SIGTERM, at the end
+<out>/saes/<hook>/           SAELens folders: cfg.json, sae_weights.safetensors,
+                             sparsity.safetensors, metrics.json
+<out>/history.jsonl          training curves (tokens, loss, L0, explained variance, ...)
+<out>/report.html            curves and feature-density histograms, self-contained
+"""
+
+import itertools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from interp.config import config_diff
+from interp.errors import InterpError
+from interp.train_sae.config import RESUMABLE_CHANGES, TrainSAEConfig
+from sae.fsutil import write_text_atomically
+
+CONFIG_FILE = "cfg.json"
+OnStep = Callable[[int, int, dict[str, dict[str, float]]], None]
+"""on_step(step, tokens, {hook: {metric: value}}), called after every optimiser step."""
+
+
+def rank() -> int:
+    """This process's data-parallel rank (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def default_out(cfg: TrainSAEConfig, hooks: list[str]) -> Path:
+    """runs/<model>-<arch>-<hooks>, with -2, -3, ... appended when it exists."""
+    model = Path(cfg.model).name or "model"
+    tag = "+".join(h.replace("blocks.", "L").replace(".hook_", "-") for h in hooks)
+    base = Path("runs") / f"{model}-{cfg.sae.arch}-{tag}"
+    for i in itertools.count(1):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        if not path.exists():
+            return path
+    raise AssertionError("unreachable")
+
+
+def check_new_out(cfg: TrainSAEConfig) -> None:
+    """Refuse an --out that exists, before anything is loaded or written."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.out is None:
+        raise InterpError("a data-parallel run (torchrun) needs an explicit --out for all ranks")
+    if rank() == 0 and cfg.out is not None and Path(cfg.out).exists():
+        hint = (
+            f"continue it with --resume {cfg.out}"
+            if (Path(cfg.out) / CONFIG_FILE).is_file()
+            else "pick another --out"
+        )
+        raise InterpError(f"output folder {cfg.out!r} already exists; {hint}")
+
+
+def check_resume(cfg: TrainSAEConfig) -> Path:
+    """The run folder of --resume, whose saved options must equal the asked ones."""
+    run = Path(cfg.resume)
+    saved_path = run / CONFIG_FILE
+    if not saved_path.is_file():
+        raise InterpError(f"cannot resume {str(run)!r}: it has no {CONFIG_FILE} (not a run folder)")
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InterpError(f"cannot resume {str(run)!r}: {saved_path} is not valid JSON") from err
+    diff = config_diff(saved, cfg.to_dict(), RESUMABLE_CHANGES)
+    if diff:
+        raise InterpError(
+            f"cannot resume {str(run)!r} with different options ({'; '.join(diff)}); "
+            "resume with the run's own options or start a new run with --out"
+        )
+    return run
+
+
+def create(run_dir: Path, cfg: TrainSAEConfig) -> None:
+    """Make the run folder and save its config (rank 0 only: other ranks write nothing)."""
+    if rank() == 0:
+        run_dir.mkdir(parents=True)
+        write_text_atomically(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+
+
+class History:
+    """Appends every `every`-th step's metrics to history.jsonl, then calls the caller's hook."""
+
+    def __init__(self, path: Path, on_step: OnStep | None, every: int) -> None:
+        self.path, self.on_step, self.every = path, on_step, every
+
+    def __call__(self, step: int, tokens: int, metrics: dict[str, dict[str, float]]) -> None:
+        if step % self.every == 0 and rank() == 0:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, "tokens": tokens, "metrics": metrics}) + "\n")
+        if self.on_step is not None:
+            self.on_step(step, tokens, metrics)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of history.jsonl (none when the file is missing)."""
+    path = Path(run_dir) / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
