@@ -196,3 +196,32 @@ def test_torchrun_two_gloo_ranks_match_one_process(run_dir, tiny_dirs, tmp_path)
     m2 = json.loads((out / "saes" / HOOK / "metrics.json").read_text())
     for key in ("explained_variance", "l0", "ce_spliced", "mse"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-5), key
+
+
+def test_cache_from_another_dataset_is_refused(tiny_dirs, tmp_path):
+    """A cache records its text source; training on it under another --dataset is refused, since
+    the held-out contexts (the source's, after the cached ones) would be of the wrong text."""
+    text = tmp_path / "other.txt"
+    text.write_text(
+        "\n".join(f"line {i} of another corpus, unlike the default one." for i in range(400))
+    )
+    cache = tmp_path / "acts"
+    args = ["--layer", "1", "--tokens", "2048", "--ctx-len", "32", "--dataset", str(text)]
+    res = cli("capture", tiny_dirs["llama"], *args, "--out", str(cache))
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "r"
+    res = cli(
+        "train-sae",
+        tiny_dirs["llama"],
+        "--layer",
+        "1",
+        "--from-cache",
+        str(cache),
+        "--out",
+        str(out),
+        *SMALL,
+    )
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.split())
+    assert f"was captured from dataset '{text}'" in flat and "but --dataset is 'default'" in flat
+    assert not out.exists()

@@ -151,7 +151,9 @@ def profile_variant(model, cfg, hook: str, source, out_dir: Path, steps: int = 4
     """torch.profiler over `steps` training steps; tables by self CUDA and self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    short = dataclasses.replace(cfg, tokens=steps * cfg.batch_tokens)
+    short = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, total_tokens=steps * cfg.train.batch_tokens)
+    )
     acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
     with profile(activities=acts) as prof:
         run_variant(model, short, hook, source, "auto", False)
@@ -162,14 +164,14 @@ def profile_variant(model, cfg, hook: str, source, out_dir: Path, steps: int = 4
 
 
 def run_variant(model, cfg, hook: str, source, decoder: str, compile_: bool) -> dict:
-    from interp.train_sae.run import _sae_configs, _train_config
+    from interp.train_sae.source import d_in
     from sae.training import train
 
     sae_cfgs = {
-        h: dataclasses.replace(c, decoder_impl=decoder)
-        for h, c in _sae_configs(model, cfg, [hook]).items()
+        h: dataclasses.replace(cfg.sae_config(h, width), decoder_impl=decoder)
+        for h, width in d_in(model, [hook]).items()
     }
-    train_cfg = dataclasses.replace(_train_config(cfg), compile=compile_, checkpoint_every=0)
+    train_cfg = dataclasses.replace(cfg.train_config(), compile=compile_, checkpoint_every=0)
     clock = StepClock()
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -177,7 +179,7 @@ def run_variant(model, cfg, hook: str, source, decoder: str, compile_: bool) -> 
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {
-        "steady_tokens_per_s": clock.steady_tokens_per_s(cfg.batch_tokens),
+        "steady_tokens_per_s": clock.steady_tokens_per_s(cfg.train.batch_tokens),
         "end_to_end_tokens_per_s": result.tokens_seen / seconds,
         "seconds": seconds,
         "train_explained_variance_last_step": clock.last[hook]["explained_variance"],
@@ -213,28 +215,32 @@ def main() -> None:
     from interp.capture.core import activation_stream
     from interp.data import batched
     from interp.models import load_model
-    from interp.train_sae.run import TrainSAEConfig, _contexts, _train_contexts_used, batch_source
+    from interp.train_sae.config import TrainSAEConfig
+    from interp.train_sae.source import batch_source, contexts, text_source, train_contexts_used
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.model_dir or Path(tmp) / "gpt2-small-random"
         if not (folder / "config.json").is_file():
             build_gpt2_small(folder)
         model = load_model(str(folder), device="cuda")
-        cfg = TrainSAEConfig(
-            model=str(folder), layers=(args.layer,), expansion=args.expansion, k=args.k,
-            tokens=args.tokens, batch_tokens=args.batch_tokens, ctx_len=args.ctx_len,
-            batch_size=args.batch_size, device="cuda",
-        )  # fmt: skip
+        cfg = TrainSAEConfig.from_dict({
+            "model": str(folder), "layer": [args.layer], "expansion": args.expansion,
+            "ctx_len": args.ctx_len, "batch_size": args.batch_size, "device": "cuda",
+            "sae": {"k": args.k},
+            "train": {"total_tokens": args.tokens, "batch_tokens": args.batch_tokens},
+        })  # fmt: skip
         hook = f"blocks.{args.layer}.hook_resid_post"
         t0 = time.perf_counter()
-        contexts = list(itertools.islice(_contexts(model, cfg), _train_contexts_used(cfg)))
+        ctxs = contexts(model, text_source(cfg), cfg.ctx_len)
+        packed = list(itertools.islice(ctxs, train_contexts_used(cfg)))
         tokenise_s = time.perf_counter() - t0
 
         def pretokenised(skip_tokens: int):
+            batch_tokens = cfg.train.batch_tokens
             stream = activation_stream(
-                model, batched(iter(contexts), cfg.batch_size), [hook], cfg.batch_tokens
+                model, batched(iter(packed), cfg.batch_size), [hook], batch_tokens
             )
-            return itertools.islice(stream, skip_tokens // cfg.batch_tokens, None)
+            return itertools.islice(stream, skip_tokens // batch_tokens, None)
 
         extra: dict = {}
         if args.decompose:
@@ -272,7 +278,7 @@ def main() -> None:
         "torch": torch.__version__,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "tokenise_seconds": tokenise_s,
-        "tokenise_tokens_per_s": len(contexts) * (cfg.ctx_len - 1) / tokenise_s,
+        "tokenise_tokens_per_s": len(packed) * (cfg.ctx_len - 1) / tokenise_s,
         "measured_peak_tflops": peak,
         "datasheet_peak_tflops": sheet,
         "flops_per_token": flops,

@@ -25,7 +25,8 @@ import itertools
 import torch
 
 from interp.models import load_model
-from interp.train_sae.run import TrainSAEConfig, batch_source
+from interp.train_sae.config import TrainSAEConfig
+from interp.train_sae.source import batch_source
 from sae import SAEConfig, TrainConfig, build_sae, metrics, train
 
 BATCH, HELD_OUT = 4096, 20
@@ -33,7 +34,13 @@ BATCH, HELD_OUT = 4096, 20
 
 def capture(model_spec: str, layer: int, n_batches: int) -> torch.Tensor:
     """[n_batches * 4096, d_model] rows of blocks.<layer>.hook_resid_post, train-sae's stream."""
-    cfg = TrainSAEConfig(model=model_spec, layers=(layer,), tokens=BATCH * n_batches)
+    cfg = TrainSAEConfig.from_dict(
+        {
+            "model": model_spec,
+            "layer": [layer],
+            "train": {"total_tokens": BATCH * n_batches, "batch_tokens": BATCH},
+        }
+    )
     model = load_model(model_spec, device="cpu", dtype="float32")
     hook = f"blocks.{layer}.hook_resid_post"
     rows = [b[hook] for b in itertools.islice(batch_source(model, cfg, [hook])(0), n_batches)]
@@ -61,7 +68,7 @@ def held_out_ev(
         total_tokens=steps * BATCH,
         batch_tokens=BATCH,
         lr=lr,
-        lr_warmup_steps=max(1, steps // 100),
+        lr_warmup_steps=None,  # 1% of the steps, at least 1
         lr_decay_fraction=0.2,
         dead_tokens_window=10_000_000,
         checkpoint_every=0,

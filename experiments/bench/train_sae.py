@@ -5,8 +5,9 @@ Both train a TopK SAE in one process on the same TransformerBridge model (SAELen
 length, token budget, shuffle buffer (16 batches), contexts per forward pass and the same token
 contexts, with wandb off and no network:
 
-- interp: `interp.train_sae.run`'s own pieces (`batch_source`, `_sae_configs`, `_train_config`) fed
-  to `sae.training.train`, i.e. `interp train-sae` without its held-out evaluation and report.
+- interp: `interp train-sae`'s own pieces (`interp.train_sae.source.batch_source`, the config's
+  `sae_config` and `train_config`) fed to `sae.training.train`, i.e. `interp train-sae` without
+  its held-out evaluation and report.
 - SAELens: `LanguageModelSAETrainingRunner` with `LanguageModelSAERunnerConfig` and
   `TopKTrainingSAEConfig`, given the contexts that interp packs (`interp.data.iter_contexts`) as
   a pre-tokenised `datasets.Dataset` (`override_dataset`). Packing and building the dataset
@@ -53,15 +54,14 @@ import torch  # noqa: E402
 
 from interp.models import default_model_dir, load_model  # noqa: E402
 from interp.organism.architecture import build_random_organism  # noqa: E402
+from interp.train_sae.config import TrainSAEConfig  # noqa: E402
 from interp.train_sae.evaluate import evaluate_sae  # noqa: E402
-from interp.train_sae.run import (  # noqa: E402
-    TrainSAEConfig,
-    _contexts,
-    _sae_configs,
-    _train_config,
-    _train_contexts_used,
+from interp.train_sae.source import (  # noqa: E402
     batch_source,
+    contexts,
     eval_batches,
+    text_source,
+    train_contexts_used,
 )
 from sae.io import load_sae  # noqa: E402
 
@@ -76,16 +76,18 @@ def resolve_model_spec(spec: str, tmp: Path) -> tuple[str, str]:
     return spec, spec
 
 
-def train_ours(model, cfg: TrainSAEConfig, hook: str, run_dir: Path):
+def train_ours(model, cfg: TrainSAEConfig, hook: str, d_in: int, run_dir: Path):
     """interp's path: live activation stream into `sae.training.train`. (sae, seconds)."""
     from sae.training import train
 
     start = time.perf_counter()
     batches = batch_source(model, cfg, [hook])
-    result = train(_sae_configs(model, cfg, [hook]), _train_config(cfg), batches, run_dir=run_dir)
+    sae_cfgs = {hook: cfg.sae_config(hook, d_in)}
+    result = train(sae_cfgs, cfg.train_config(), batches, run_dir=run_dir)
     seconds = time.perf_counter() - start
-    if result.tokens_seen != cfg.tokens:
-        raise RuntimeError(f"interp trained on {result.tokens_seen} tokens, not {cfg.tokens}")
+    tokens = cfg.train.total_tokens
+    if result.tokens_seen != tokens:
+        raise RuntimeError(f"interp trained on {result.tokens_seen} tokens, not {tokens}")
     return result.saes[hook], seconds
 
 
@@ -94,13 +96,12 @@ def saelens_config(cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
-    ours = _train_config(cfg)
-    steps = cfg.tokens // cfg.batch_tokens
+    ours, sae_cfg = cfg.train_config(), cfg.sae_config(hook, d_in)
     return LanguageModelSAERunnerConfig(
         sae=TopKTrainingSAEConfig(
             d_in=d_in,
-            d_sae=cfg.d_sae,
-            k=cfg.k,
+            d_sae=sae_cfg.d_sae,
+            k=sae_cfg.k,
             dtype="float32",
             device=cfg.device,
             normalize_activations="expected_average_only_in",
@@ -113,20 +114,20 @@ def saelens_config(cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
         context_size=cfg.ctx_len,
         seqpos_slice=(1, None),
         prepend_bos=True,
-        n_batches_in_buffer=16 * cfg.batch_tokens // (cfg.ctx_len - 1),
-        training_tokens=cfg.tokens,
+        n_batches_in_buffer=16 * ours.batch_tokens // (cfg.ctx_len - 1),
+        training_tokens=ours.total_tokens,
         store_batch_size_prompts=cfg.batch_size,
-        train_batch_size_tokens=cfg.batch_tokens,
-        lr=cfg.lr,
+        train_batch_size_tokens=ours.batch_tokens,
+        lr=ours.lr,
         lr_scheduler_name="constant",
-        lr_warm_up_steps=ours.lr_warmup_steps,
-        lr_decay_steps=math.ceil(ours.lr_decay_fraction * steps),
-        dead_feature_window=max(1, ours.dead_tokens_window // cfg.batch_tokens),
+        lr_warm_up_steps=ours.warmup_steps,
+        lr_decay_steps=math.ceil(ours.lr_decay_fraction * ours.total_steps),
+        dead_feature_window=max(1, ours.dead_window // ours.batch_tokens),
         n_batches_for_norm_estimate=ours.norm_estimation_batches,
         device=cfg.device,
         dtype="float32",
         autocast=cfg.device.startswith("cuda"),  # bf16 autocast, as interp's trainer on CUDA
-        seed=cfg.seed,
+        seed=ours.seed,
         logger=LoggingConfig(log_to_wandb=False),
         n_checkpoints=0,
         checkpoint_path=None,
@@ -139,8 +140,9 @@ def saelens_contexts_needed(cfg: TrainSAEConfig) -> int:
     """Contexts given to SAELens: what interp trains on, plus the batches SAELens draws (and
     does not train on) to estimate the norm, plus its shuffle buffer (16 training batches and
     one refill), so that it needs no second epoch."""
-    extra_rows = (_train_config(cfg).norm_estimation_batches + 17) * cfg.batch_tokens
-    return _train_contexts_used(cfg) + math.ceil(extra_rows / (cfg.ctx_len - 1)) + cfg.batch_size
+    ours = cfg.train_config()
+    extra_rows = (ours.norm_estimation_batches + 17) * ours.batch_tokens
+    return train_contexts_used(cfg) + math.ceil(extra_rows / (cfg.ctx_len - 1)) + cfg.batch_size
 
 
 def train_saelens(model, cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Path):
@@ -150,17 +152,17 @@ def train_saelens(model, cfg: TrainSAEConfig, hook: str, d_in: int, out_dir: Pat
 
     start = time.perf_counter()
     n = saelens_contexts_needed(cfg)
-    contexts = list(itertools.islice(_contexts(model, cfg), n))
-    dataset = Dataset.from_dict({"tokens": [c.tolist() for c in contexts]})
+    packed = list(itertools.islice(contexts(model, text_source(cfg), cfg.ctx_len), n))
+    dataset = Dataset.from_dict({"tokens": [c.tolist() for c in packed]})
     runner = LanguageModelSAETrainingRunner(
         saelens_config(cfg, hook, d_in, out_dir), override_dataset=dataset, override_model=model
     )
     runner.run()
     seconds = time.perf_counter() - start
     read = runner.activations_store.n_dataset_processed
-    if read > len(contexts):  # a second epoch: SAELens trained on some contexts twice
-        raise RuntimeError(f"SAELens read {read} contexts of the {len(contexts)} given")
-    return load_sae(out_dir, device=cfg.device), seconds, {"given": len(contexts), "read": read}
+    if read > len(packed):  # a second epoch: SAELens trained on some contexts twice
+        raise RuntimeError(f"SAELens read {read} contexts of the {len(packed)} given")
+    return load_sae(out_dir, device=cfg.device), seconds, {"given": len(packed), "read": read}
 
 
 def held_out_metrics(model, sae, hook: str, batches) -> dict:
@@ -192,20 +194,23 @@ def git_state() -> str:
 
 
 def make_cfg(args, spec: str) -> TrainSAEConfig:
-    return TrainSAEConfig(
-        model=spec,
-        layers=(args.layer,),
-        arch="topk",
-        d_sae=args.d_sae,
-        k=args.k,
-        tokens=args.tokens,
-        batch_tokens=args.batch_tokens,
-        lr=args.lr,
-        ctx_len=args.ctx_len,
-        batch_size=args.batch_size,
-        eval_tokens=args.eval_tokens,
-        device=args.device,
-        seed=args.seed,
+    return TrainSAEConfig.from_dict(
+        {
+            "model": spec,
+            "layer": [args.layer],
+            "d_sae": args.d_sae,
+            "ctx_len": args.ctx_len,
+            "batch_size": args.batch_size,
+            "eval_tokens": args.eval_tokens,
+            "device": args.device,
+            "seed": args.seed,
+            "sae": {"arch": "topk", "k": args.k},
+            "train": {
+                "total_tokens": args.tokens,
+                "batch_tokens": args.batch_tokens,
+                "lr": args.lr,
+            },
+        }
     )
 
 
@@ -222,7 +227,7 @@ def run(args) -> dict:
         cfg = make_cfg(args, spec)
         hook = f"blocks.{args.layer}.hook_resid_post"
         d_in = model.cfg.d_model
-        ours, ours_s = train_ours(model, cfg, hook, Path(tmp) / "interp")
+        ours, ours_s = train_ours(model, cfg, hook, d_in, Path(tmp) / "interp")
         theirs, theirs_s, contexts = train_saelens(model, cfg, hook, d_in, Path(tmp) / "saelens")
         # Held out from both: the contexts after every one SAELens was given (interp reads fewer).
         batches = eval_batches(model, cfg, saelens_contexts_needed(cfg))
@@ -244,7 +249,7 @@ def run(args) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "saelens_contexts": contexts,
         "seconds": seconds,
-        "tokens_per_s": {name: cfg.tokens / s for name, s in seconds.items()},
+        "tokens_per_s": {name: cfg.train.total_tokens / s for name, s in seconds.items()},
         "speedup": theirs_s / ours_s,
         "held_out": metrics,
     }
@@ -278,7 +283,10 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=163_840, help="training tokens (BOS excluded)")
     p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per optimiser step")
     p.add_argument(
-        "--lr", type=float, default=TrainSAEConfig.lr, help="peak Adam lr (default: train-sae's)"
+        "--lr",
+        type=float,
+        default=TrainSAEConfig().train.lr,
+        help="peak Adam lr (default: train-sae's)",
     )
     p.add_argument("--ctx-len", type=int, default=128, help="tokens per context, BOS included")
     p.add_argument("--batch-size", type=int, default=64, help="contexts per LM forward pass")
