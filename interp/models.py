@@ -4,31 +4,34 @@ TransformerLens `TransformerBridge` on the chosen device and dtype.
 The bridge keeps HuggingFace's own weights and numerics (no LayerNorm folding) and exposes
 TransformerLens's canonical hook names (`blocks.3.hook_resid_post`) in `model.hook_dict`.
 Hook-name validation lives in `interp.hooks`; `resolve_hook` is re-exported here.
+
+Generation with interventions and the KV-cache fix applied by `load_model` are in
+`interp.generation`. `load_hf` gives HuggingFace's own model and tokenizer for the same spec.
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from interp.errors import ModelLoadError, OfflineError
 from interp.hooks import resolve_hook
+from sae.device import DTYPES, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["load_model", "resolve_device", "resolve_dtype", "model_id", "resolve_hook"]
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-"""Accepted dtype names (besides "auto")."""
+__all__ = [
+    "DTYPES",
+    "load_hf",
+    "load_model",
+    "model_id",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_hook",
+]
 
 _PATH_PREFIXES = (".", "/", "~")
 
@@ -38,33 +41,6 @@ def default_model_dir() -> Path:
     from interp.organism import WEIGHTS_DIR
 
     return WEIGHTS_DIR
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" is CUDA when available, else CPU; anything else must be a valid torch device."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ModelLoadError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available; use 'cpu'")
-    return resolved
-
-
-def resolve_dtype(
-    dtype: str | torch.dtype = "auto", device: torch.device | None = None
-) -> torch.dtype:
-    """ "auto" is bfloat16 on a GPU and float32 on a CPU; names as in `DTYPES`."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        on_gpu = device is not None and device.type == "cuda"
-        return torch.bfloat16 if on_gpu else torch.float32
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; valid: 'auto', {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -106,12 +82,23 @@ def model_id(spec: str) -> str:
 def _boot(name: str, device: torch.device, dtype: torch.dtype) -> "TransformerBridge":
     from transformer_lens.model_bridge import TransformerBridge
 
+    from interp.generation import route_kv_cache
+
     model = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
     model.eval()
+    route_kv_cache(model)
     return model
 
 
-def _boot_from_hub(name: str, device: torch.device, dtype: torch.dtype) -> "TransformerBridge":
+def _hf(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(name)
+
+
+def _from_hub(name: str, load: Callable[[str], Any]) -> Any:
+    """`load(name)` for a hub name, with the hub's failures as `OfflineError`/`ModelLoadError`."""
     from huggingface_hub import constants
 
     hint = (
@@ -121,12 +108,17 @@ def _boot_from_hub(name: str, device: torch.device, dtype: torch.dtype) -> "Tran
     if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         raise OfflineError(f"{hint} (HF_HUB_OFFLINE is set and the model is not cached)")
     try:
-        return _boot(name, device, dtype)
+        return load(name)
     except OSError as err:  # transformers wraps connection and not-found errors in OSError
         offline = "connect" in str(err).lower() or constants.HF_HUB_OFFLINE
         if offline:
             raise OfflineError(hint) from err
         raise ModelLoadError(f"could not load {name!r} from the hub: {err}") from err
+
+
+def _load(spec: str, load: Callable[[str], Any]) -> Any:
+    path = local_model_dir(spec)
+    return _from_hub(spec, load) if path is None else load(str(path))
 
 
 def _in_hub_cache(name: str) -> bool:
@@ -148,7 +140,15 @@ def load_model(
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    path = local_model_dir(spec)
-    if path is None:
-        return _boot_from_hub(spec, dev, dt)
-    return _boot(str(path), dev, dt)
+    return _load(spec, lambda name: _boot(name, dev, dt))
+
+
+def load_hf(
+    spec: str = "default", device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+) -> tuple[Any, Any]:
+    """(model, tokenizer) as HuggingFace's own `AutoModelForCausalLM` and `AutoTokenizer`, for
+    code that runs or saves a plain HF model (behaviour evaluation, weight edits, fine-tuning).
+    `spec`, `device` and `dtype` as for `load_model`."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    return _load(spec, lambda name: _hf(name, dev, dt))

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 import interp.organism
-from interp import models
+from interp import generation, models
 from interp.errors import HookNameError, InterpError, ModelLoadError, OfflineError
+from interp.generation import route_kv_cache
 from interp.hooks import check_hook_name, hook_layer, stop_at_layer
 from interp.models import load_model, model_id, resolve_device, resolve_dtype, resolve_hook
+from sae.errors import ConfigError
 
 
 def test_local_folder_loads_on_cpu_in_float32(model, tiny_dirs, arch):
@@ -65,14 +67,14 @@ def test_hub_connection_error_is_a_clear_error(monkeypatch):
 def test_device_and_dtype_choice():
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype("bf16") == torch.bfloat16
-    with pytest.raises(ModelLoadError, match="unknown dtype 'float8'; valid: 'auto', float32"):
+    with pytest.raises(ConfigError, match="unknown dtype 'float8'; valid: 'auto', float32"):
         resolve_dtype("float8")
-    with pytest.raises(ModelLoadError, match="unknown device"):
+    with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("tpu-ish")
 
 
@@ -125,3 +127,20 @@ def test_stop_at_layer(model):
     assert stop_at_layer(model, ["hook_embed"]) == 0
     assert stop_at_layer(model, ["blocks.2.hook_resid_post"]) is None  # last block: full run
     assert stop_at_layer(model, ["blocks.0.hook_resid_post", "ln_final.hook_normalized"]) is None
+
+
+def test_load_model_routes_the_kv_cache_once(model):
+    # transformers 5.24 passes the KV cache to attention as `cache=`; TransformerBridge's attention
+    # reads `past_key_values`. load_model adds one pre-hook per attention module that passes it on.
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    def routed() -> list[int]:
+        return [
+            list(m._forward_pre_hooks.values()).count(generation._cache_as_past_key_values)
+            for m in model.modules()
+            if isinstance(m, AttentionBridge)
+        ]
+
+    assert routed() == [1] * model.cfg.n_layers
+    route_kv_cache(model)
+    assert routed() == [1] * model.cfg.n_layers
