@@ -111,3 +111,22 @@ def test_sentiment_judge_by_hand():
     assert behaviours.sentiment_match("It was great and lovely.", positive=True)
     assert not behaviours.sentiment_match("It was rude and great.", positive=True)
     assert behaviours.sentiment_match("It was awful.", positive=False)
+
+
+def test_eval_command_takes_device_and_dtype_and_matches_hf(lm, tmp_path):
+    """`interp organism eval --device cpu --dtype float32 --json F` loads through interp.models
+    and writes the table that HF's own model (loaded directly, as the `lm` fixture does) gives."""
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    out = tmp_path / "table.json"
+    res = CliRunner().invoke(
+        app, ["organism", "eval", "--device", "cpu", "--dtype", "float32", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    model, tokenizer = lm
+    expected = behaviours.as_dicts(behaviours.evaluate(model, tokenizer, seed=0))
+    assert json.loads(out.read_text()) == expected
+    bad = CliRunner().invoke(app, ["organism", "eval", "--model", str(tmp_path / "none")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
