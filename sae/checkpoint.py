@@ -4,7 +4,9 @@
       LATEST                        name of the newest complete checkpoint, e.g. "step_00000100"
       step_00000100/
         trainer.json                format, step, tokens_seen, TrainConfig, SAE names in order,
-                                    norm scaling factors
+                                    norm scaling factors, the sha256 of every other file
+                                    ("files") and of trainer.json's own other fields
+                                    ("trainer_sha256")
         rng.pt                      torch CPU (and CUDA) and Python RNG states of rank 0
         saes/<name>/
           sae_config.json           SAEConfig
@@ -14,11 +16,16 @@
 
 Each checkpoint folder is written to a temporary name and renamed, then LATEST is replaced
 atomically, so a crash at any moment leaves the previous checkpoint intact and named by LATEST.
+A resume verifies every checksum first (`usable_checkpoint`): a checkpoint that fails (a flipped
+bit, a truncated or missing file) is passed over with a `CheckpointWarning` for the next older
+one, which is why `TrainConfig.keep_checkpoints` defaults to 2.
 """
 
+import hashlib
 import json
 import random
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +35,19 @@ from safetensors.torch import load_file, save_file
 
 from sae.base import SAE
 from sae.config import SAEConfig, TrainConfig
+from sae.errors import CheckpointError, CheckpointWarning, SAEError
 from sae.firing import FiringStats
-from sae.fsutil import dump_json, write_dir_atomically, write_text_atomically
+from sae.fsutil import (
+    dump_json,
+    finite_or_none,
+    load_json,
+    write_dir_atomically,
+    write_text_atomically,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: trainer.json holds checksums. 1 (no checksums) is still read, unverified, with a warning."""
+TRAINER_FILE = "trainer.json"
 
 
 @dataclass
@@ -65,18 +81,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of trainer.json's fields other than trainer_sha256, in a canonical form (sorted
+    keys; NaN as null, as dump_json writes it), so that it is the same before and after the
+    round trip through the file."""
+    rest = finite_or_none({k: v for k, v in meta.items() if k != "trainer_sha256"})
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
 def _write(tmp: Path, state: TrainState) -> None:
-    dump_json(
-        tmp / "trainer.json",
-        {
-            "format": FORMAT_VERSION,
-            "step": state.step,
-            "tokens_seen": state.tokens_seen,
-            "train_config": state.train_cfg.to_dict(),
-            "sae_names": list(state.saes),
-            "norm_scaling_factors": state.norm_factors,
-        },
-    )
     torch.save(rng_state(), tmp / "rng.pt")
     for name, sae in state.saes.items():
         folder = tmp / "saes" / name
@@ -86,44 +108,140 @@ def _write(tmp: Path, state: TrainState) -> None:
         save_file(tensors, folder / "weights.safetensors")
         torch.save(state.optimizers[name].state_dict(), folder / "optimizer.pt")
         save_file(state.firing[name].state_dict(), folder / "firing.safetensors")
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    meta = {
+        "format": FORMAT_VERSION,
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "train_config": state.train_cfg.to_dict(),
+        "sae_names": list(state.saes),
+        "norm_scaling_factors": state.norm_factors,
+        "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
+    }
+    meta["trainer_sha256"] = _meta_digest(meta)
+    dump_json(tmp / TRAINER_FILE, meta)  # last: its checksums cover every file above
+
+
+def _step_of(folder: Path) -> int:
+    return int(folder.name.removeprefix("step_"))
+
+
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, newest step first (temporary folders are hidden, so never
+    listed)."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=_step_of, reverse=True)
 
 
 def write_checkpoint(run_dir: Path, state: TrainState) -> Path:
     """Write step_<step> atomically, point LATEST at it, and delete the oldest beyond
-    keep_checkpoints. Returns the checkpoint folder."""
+    keep_checkpoints, and any of later steps (left by a run that resumed from an older
+    checkpoint: they belong to a history that was abandoned). Returns the checkpoint folder."""
     root = Path(run_dir) / "checkpoints"
     folder = write_dir_atomically(
         root / checkpoint_name(state.step), lambda tmp: _write(tmp, state), overwrite=True
     )
     write_text_atomically(root / "LATEST", folder.name + "\n")
-    existing = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in existing[: -state.train_cfg.keep_checkpoints]:
+    existing = checkpoint_folders(run_dir)
+    stale = [p for p in existing if _step_of(p) > state.step]
+    kept = [p for p in existing if _step_of(p) <= state.step]
+    for old in stale + kept[state.train_cfg.keep_checkpoints :]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The folder LATEST names, or None when the run has no checkpoint yet."""
+    """The folder LATEST names, or None when the run has no checkpoint yet (unverified; a
+    resume uses `usable_checkpoint`)."""
     latest = Path(run_dir) / "checkpoints" / "LATEST"
     if not latest.is_file():
         return None
     return latest.parent / latest.read_text().strip()
 
 
+def verify_checkpoint(folder: Path) -> dict[str, Any]:
+    """trainer.json of `folder` after checking every sha256 it records (and its own); raises
+    CheckpointError saying which file is missing, corrupt or unreadable. A format-1 checkpoint
+    has no checksums: it is returned unverified, with a CheckpointWarning."""
+    path = folder / TRAINER_FILE
+    try:
+        meta = load_json(path)
+    except (OSError, SAEError) as err:
+        raise CheckpointError(f"{path}: {getattr(err, 'problem', None) or err}") from err
+    fmt = meta.get("format")
+    if fmt == 1:
+        warnings.warn(
+            f"checkpoint {folder} predates checksums (format 1); it is used unverified",
+            CheckpointWarning,
+            stacklevel=3,
+        )
+        return meta
+    if fmt != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this version reads 1 and 2")
+    if meta.get("trainer_sha256") != _meta_digest(meta):
+        raise CheckpointError(f"{path} does not match its own checksum (edited or corrupted)")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointError(f"{path} lists no files")
+    for rel, expected in files.items():
+        try:
+            actual = sha256_file(folder / rel)
+        except OSError as err:
+            raise CheckpointError(f"{folder / rel} cannot be read ({err.strerror or err})") from err
+        if actual != expected:
+            raise CheckpointError(
+                f"{folder / rel} does not match the sha256 in {TRAINER_FILE} (corrupted)"
+            )
+    return meta
+
+
+def usable_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint of the run that passes `verify_checkpoint`: the one LATEST names,
+    else the newest other. Each one passed over gets a CheckpointWarning saying why and which
+    is used instead. None when the run has no checkpoint at all; CheckpointError naming every
+    checkpoint and its problem when none passes."""
+    candidates = checkpoint_folders(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and latest in candidates:
+        candidates.remove(latest)
+        candidates.insert(0, latest)
+    problems = []
+    for folder in candidates:
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        for problem in problems:
+            warnings.warn(
+                f"checkpoint skipped: {problem}; resuming from the older {folder} instead",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        return folder
+    if problems:
+        raise CheckpointError(
+            f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: " + "; ".join(problems)
+        )
+    return None
+
+
 def read_checkpoint(folder: Path, make_optimizer: Any) -> TrainState:
-    """Rebuild a TrainState from a checkpoint folder; `make_optimizer(sae, train_cfg)` builds
-    each SAE's optimizer before its saved state is loaded. Restores the RNG states too."""
+    """Rebuild a TrainState from a checkpoint folder (verified by the caller); `make_optimizer(
+    sae, train_cfg)` builds each SAE's optimizer before its saved state is loaded. Restores the
+    RNG states too."""
     from sae.registry import ARCHITECTURES
 
-    meta = json.loads((folder / "trainer.json").read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: checkpoint format {meta.get('format')} != {FORMAT_VERSION}")
+    meta = load_json(folder / TRAINER_FILE)
+    if meta.get("format") not in (1, FORMAT_VERSION):
+        raise CheckpointError(f"{folder}: checkpoint format {meta.get('format')!r} is unknown")
     train_cfg = TrainConfig.from_dict(meta["train_config"])
     state = TrainState(train_cfg, {}, {}, {}, meta["norm_scaling_factors"])
     state.step, state.tokens_seen = meta["step"], meta["tokens_seen"]
     for name in meta["sae_names"]:
         sub = folder / "saes" / name
-        cfg = SAEConfig.from_dict(json.loads((sub / "sae_config.json").read_text()))
+        cfg = SAEConfig.from_dict(load_json(sub / "sae_config.json"))
         sae = ARCHITECTURES[cfg.arch](cfg)
         sae.load_state_dict(load_file(sub / "weights.safetensors", device=str(sae.W_enc.device)))
         state.saes[name] = sae

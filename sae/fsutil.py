@@ -1,4 +1,5 @@
-"""Atomic writes: a folder or file appears complete or not at all, never half-written."""
+"""Atomic writes (a folder or file appears complete or not at all, never half-written), and
+reads that name the file when it is not what it should be."""
 
 import contextlib
 import json
@@ -10,6 +11,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sae.errors import FileFormatError
 
 
 def write_dir_atomically(folder: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
@@ -59,18 +62,55 @@ def write_text_atomically(path: Path, text: str) -> None:
     write_bytes_atomically(path, text.encode())
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float (in nested dicts and lists too) made None."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
 
 
 def dump_json(path: Path, data: Any) -> None:
     """Strict JSON (NaN and inf written as null, which every parser accepts), indented, written
     atomically."""
-    text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n"
     write_text_atomically(path, text)
+
+
+def load_json(path: Path, expect: type = dict) -> Any:
+    """The JSON value in `path`, which must be an `expect` (a dict: a JSON object). Text that is
+    not UTF-8, not JSON, or JSON of another shape raises FileFormatError naming the file; an
+    unreadable or missing file raises OSError with its path."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode())
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError, JSONDecodeError, ...
+        raise FileFormatError(path, f"not valid JSON ({err})") from err
+    if not isinstance(data, expect):
+        raise FileFormatError(path, f"expected a JSON {_KIND[expect]}, got {json_kind(data)}")
+    return data
+
+
+_KIND = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words ("a JSON array", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    return f"a JSON {_KIND.get(type(value), type(value).__name__)}"
+
+
+def oserror_with_path(err: OSError, path: Path) -> OSError:
+    """`err` itself when it names a file, else an OSError of its type that names `path`
+    (safetensors' errors do not)."""
+    if err.filename is not None:
+        return err
+    if err.errno is None:
+        return type(err)(f"{err}: {path}")
+    return type(err)(err.errno, err.strerror or str(err), str(path))

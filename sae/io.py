@@ -14,21 +14,24 @@ every latent, as SAELens saves BatchTopK SAEs. Weights are always saved for raw 
 norm scaling factor is folded in first, and cfg.json says normalize_activations "none".
 """
 
-import json
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 from jaxtyping import Float
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sae.base import SAE
-from sae.fsutil import dump_json, write_dir_atomically
+from sae.device import DTYPES
+from sae.errors import ConfigError, FileFormatError, SAEError
+from sae.fsutil import dump_json, load_json, oserror_with_path, write_dir_atomically
 from sae.metrics import log_feature_density
 from sae.normalize import folded_copy
 from sae.saelens_compat import (
+    SAELENS_ARCH,
     config_from_saelens,
     read_activation_scaler,
     state_dict_from_saelens,
@@ -38,7 +41,6 @@ CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 SPARSITY_FILENAME = "sparsity.safetensors"
 METRICS_FILENAME = "metrics.json"
-SAELENS_ARCH = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
 
 
 def _sae_lens_version() -> str:
@@ -133,27 +135,56 @@ def save_sae(
     return write_dir_atomically(Path(folder), write, overwrite)
 
 
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file (on the CPU). A truncated or malformed file raises
+    FileFormatError naming it; a missing or unreadable one, OSError with its path."""
+    with open(path, "rb"):  # a missing file or a folder: Python's OSError, naming the path
+        pass
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        raise FileFormatError(path, f"not a readable safetensors file ({err})") from err
+    except OSError as err:
+        raise oserror_with_path(err, path) from err
+
+
 def load_sae(folder: str | Path, device: str = "cpu", dtype: str | None = None) -> SAE:
     """Load an SAE folder written by `save_sae` or by SAELens (standard, topk, jumprelu, and
     SAELens training checkpoints of those and batchtopk), in eval mode.
 
     SAELens's decoder-norm rescaling and a saved activation_scaler.json factor are folded into
     the weights, so the module always reads raw activations. dtype defaults to the folder's.
+    A cfg.json without "architecture" is read as `sae.saelens_compat` describes. Any problem
+    with the folder's files raises FileFormatError (an SAEError) naming the file and the field
+    or tensor; a missing file, FileNotFoundError.
     """
     from sae.registry import ARCHITECTURES  # local: the registry imports every architecture
 
     folder = Path(folder)
-    cfg_path = folder / CFG_FILENAME
+    cfg_path, weights_path = folder / CFG_FILENAME, folder / WEIGHTS_FILENAME
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder} is not an SAE folder: {CFG_FILENAME} is missing")
-    raw_cfg = json.loads(cfg_path.read_text())
-    fold = read_activation_scaler(raw_cfg, folder)
-    cfg = config_from_saelens(raw_cfg, device, dtype, scaler_folded=fold is not None)
-    state = state_dict_from_saelens(raw_cfg, load_file(folder / WEIGHTS_FILENAME))
-    sae = ARCHITECTURES[cfg.arch](cfg)
-    missing = set(sae.state_dict()) - set(state)
-    if missing:
-        raise ValueError(f"{folder / WEIGHTS_FILENAME} lacks {sorted(missing)} for {cfg.arch}")
+    if dtype is not None and dtype.removeprefix("torch.") not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    raw = load_json(cfg_path)
+    tensors = read_safetensors(weights_path)
+    try:
+        fold = read_activation_scaler(raw, folder)
+        cfg = config_from_saelens(raw, tensors, device, dtype, scaler_folded=fold is not None)
+    except FileFormatError:
+        raise
+    except SAEError as err:
+        raise FileFormatError(cfg_path, str(err)) from err
+    try:
+        state = state_dict_from_saelens(raw, cfg, tensors)
+    except SAEError as err:
+        raise FileFormatError(weights_path, str(err)) from err
+    try:
+        sae = ARCHITECTURES[cfg.arch](cfg)
+    except (RuntimeError, OverflowError) as err:  # e.g. an init value beyond the dtype's range
+        raise FileFormatError(
+            cfg_path, f"cannot build the {cfg.arch} SAE it describes ({err}); check its fields"
+        ) from err
     sae.load_state_dict({k: v.to(sae.state_dict()[k].dtype) for k, v in state.items()})
     if fold is not None:
         sae.fold_input_scale_(fold)
@@ -163,10 +194,16 @@ def load_sae(folder: str | Path, device: str = "cpu", dtype: str | None = None) 
 def load_sparsity(folder: str | Path) -> Tensor | None:
     """The stored log10 feature density [d_sae], or None when the folder has none."""
     path = Path(folder) / SPARSITY_FILENAME
-    return load_file(path)["sparsity"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    tensors = read_safetensors(path)
+    if "sparsity" not in tensors:
+        raise FileFormatError(path, f"no 'sparsity' tensor; it holds {sorted(tensors)}")
+    return tensors["sparsity"]
 
 
 def load_metrics(folder: str | Path) -> dict[str, Any] | None:
-    """The folder's metrics.json, or None when it has none."""
+    """The folder's metrics.json, or None when it has none (FileFormatError when it is not a
+    JSON object)."""
     path = Path(folder) / METRICS_FILENAME
-    return json.loads(path.read_text()) if path.is_file() else None
+    return load_json(path) if path.is_file() else None

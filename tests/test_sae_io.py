@@ -2,12 +2,14 @@
 normalisation fold. Importing sae_lens takes ~10 s, once for this module."""
 
 import json
+import shutil
 import warnings
 
 import pytest
 import torch
 
 from sae.config import SAEConfig
+from sae.errors import FileFormatError
 from sae.io import load_metrics, load_sae, load_sparsity, save_sae
 from sae.normalize import estimate_norm_scaling_factor, folded_copy
 from sae.registry import ARCHITECTURES, build_sae
@@ -190,8 +192,114 @@ def test_unsupported_saelens_architecture_is_named(tmp_path):
     folder = save_sae(trained_like("relu"), tmp_path / "x")
     cfg = json.loads((folder / "cfg.json").read_text())
     (folder / "cfg.json").write_text(json.dumps(cfg | {"architecture": "gated"}))
-    with pytest.raises(ValueError, match="'gated' is not supported"):
+    with pytest.raises(FileFormatError, match="cfg.json: SAELens architecture 'gated' is not"):
         load_sae(folder)
+
+
+def edit_cfg(folder, edit):
+    cfg = json.loads((folder / "cfg.json").read_text())
+    edit(cfg)
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_cfg_without_architecture_loads_the_same_sae(tmp_path, arch):
+    """Without "architecture", the k (topk), the threshold tensor (jumprelu, batchtopk saved as
+    jumprelu) or our saved config (relu) say which SAE it is; the loaded one computes the same
+    function as with the field. Before the fix every folder loaded as a ReLU SAE."""
+    folder = save_sae(trained_like(arch), tmp_path / arch, norm_scaling_factor=0.5)
+    with_field = load_sae(folder)
+    without = load_sae(edit_cfg(folder, lambda c: c.pop("architecture")))
+    assert without.cfg == with_field.cfg
+    x = x_raw()
+    assert torch.equal(without(x), with_field(x))
+
+
+def test_topk_without_architecture_keeps_its_l0(tmp_path):
+    """The issue's case: a 512-latent TopK SAE with k=16 loaded as ReLU had L0 ~256-511."""
+    cfg = SAEConfig(arch="topk", d_in=D_IN, d_sae=512, k=16, device="cpu")
+    sae = build_sae(cfg, seed=0)
+    with torch.no_grad():
+        sae.b_enc.fill_(1.0)  # every pre-activation positive, so exactly k fire per token
+    folder = edit_cfg(save_sae(sae, tmp_path / "topk"), lambda c: c.pop("architecture"))
+    loaded = load_sae(folder)
+    assert loaded.cfg.arch == "topk" and loaded.cfg.k == 16
+    l0 = (loaded.encode(x_raw(n=200)) > 0).sum(-1)
+    assert l0.tolist() == [16] * 200
+
+
+def test_pre6_saelens_cfg_without_architecture_reads_as_saelens_does(tmp_path):
+    """SAELens < 6 cfgs had no "architecture": handle_pre_6_0_config makes it "standard", or
+    "topk" when activation_fn is topk with a k; ours agrees."""
+    sae = trained_like("topk")
+    folder = save_sae(sae, tmp_path / "old")
+    old_style = {
+        "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "hook_point": "blocks.1.hook_resid_post",
+        "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4}, "context_size": 128,
+    }  # fmt: skip
+    (folder / "cfg.json").write_text(json.dumps(old_style))
+    loaded = load_sae(folder)
+    assert (loaded.cfg.arch, loaded.cfg.k, loaded.cfg.hook_name) == (
+        "topk", 4, "blocks.1.hook_resid_post",
+    )  # fmt: skip
+    (folder / "cfg.json").write_text(json.dumps({"d_in": D_IN, "d_sae": D_SAE}))
+    assert load_sae(folder).cfg.arch == "relu"
+
+
+def test_saelens6_cfg_without_any_sign_of_architecture_is_refused(tmp_path):
+    folder = save_sae(trained_like("relu"), tmp_path / "x")
+    cfg = {"d_in": D_IN, "d_sae": D_SAE, "metadata": {"sae_lens_version": "6.5.0"}}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(FileFormatError, match=r"cfg.json: field 'architecture' is missing"):
+        load_sae(folder)
+
+
+def _refusal(folder):
+    with pytest.raises(FileFormatError) as info:
+        load_sae(folder)
+    return str(info.value)
+
+
+def test_bad_folders_are_refused_naming_file_and_field(tmp_path):
+    """The issue's cases: each was a KeyError, torch's size mismatch, a SafetensorError
+    without a path, a JSONDecodeError or an AttributeError."""
+    src = save_sae(trained_like("topk"), tmp_path / "src")
+
+    def copy(name):
+        return shutil.copytree(src, tmp_path / name)
+
+    cfg, w = "cfg.json", "sae_weights.safetensors"
+    msg = _refusal(edit_cfg(copy("no_d_in"), lambda c: c.pop("d_in")))
+    assert msg == f"{tmp_path / 'no_d_in' / cfg}: field 'd_in' is missing"
+    msg = _refusal(edit_cfg(copy("d_in"), lambda c: c.update(d_in=D_IN + 1)))
+    assert msg.startswith(f"{tmp_path / 'd_in' / w}: tensor W_enc has shape [16, 64], but d_in=17")
+    msg = _refusal(edit_cfg(copy("d_in_str"), lambda c: c.update(d_in="16")))
+    assert msg == f"{tmp_path / 'd_in_str' / cfg}: field 'd_in' must be an integer, got '16'"
+    msg = _refusal(edit_cfg(copy("k"), lambda c: c.update(k=D_SAE + 1)))
+    assert msg.startswith(f"{tmp_path / 'k' / cfg}: k must be in [1, d_sae=64]")
+    weights = copy("trunc") / w
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert _refusal(weights.parent).startswith(f"{weights}: not a readable safetensors file")
+    for name, text, problem in [
+        ("invalid", '{"d_in": 16,', "not valid JSON"),
+        ("list", "[1, 2]", "expected a JSON object, got a JSON array"),
+        ("string", '"abc"', "expected a JSON object, got a JSON string"),
+        ("binary", b"\xff\xfe{", "not valid JSON"),
+    ]:
+        folder = copy(name)
+        write = (folder / cfg).write_bytes if isinstance(text, bytes) else (folder / cfg).write_text
+        write(text)
+        assert _refusal(folder).startswith(f"{folder / cfg}: {problem}")
+    folder = copy("no_weights")
+    (folder / w).unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        load_sae(folder)  # an OSError with the path, which the CLI prints as one line
+    assert info.value.filename == str(folder / w)
+    folder = copy("metrics")
+    (folder / "metrics.json").write_text("[1]")
+    with pytest.raises(FileFormatError, match="metrics.json: expected a JSON object"):
+        load_metrics(folder)
 
 
 def test_norm_factor_estimate_and_fold():

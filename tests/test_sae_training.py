@@ -1,9 +1,11 @@
-"""The trainer: stream contract, multi-SAE runs, checkpoints, resume after signals, NaN stop.
+"""The trainer: stream contract, multi-SAE runs, checkpoints, resume after signals and crashes,
+NaN and divergence stops.
 
 Resumed runs are compared with uninterrupted runs of the same seed; on one CPU thread the
 same operations run in the same order, so they agree to float rounding (asserted at 1e-6).
 """
 
+import itertools
 import json
 import os
 import signal
@@ -13,6 +15,8 @@ import torch
 
 from sae import NonFiniteLossError, SAEConfig, TrainConfig, build_sae, load_sae, resume, train
 from sae.checkpoint import latest_checkpoint
+from sae.errors import CheckpointWarning, DivergenceError
+from sae.training import DIVERGENCE_RATIO, DIVERGENCE_STEPS
 
 D_IN, D_SAE, BATCH, STEPS = 16, 64, 64, 10
 
@@ -185,11 +189,12 @@ def test_timed_checkpoints_follow_the_clock(tmp_path, monkeypatch):
     def tick(step, tokens, metrics):  # each step "takes" 12 s; the check runs after this
         clock["now"] += 12.0
         ckpt = latest_checkpoint(tmp_path)
-        seen.append(None if ckpt is None else int(ckpt.name.split("_")[1]))
+        seen.append(int(ckpt.name.split("_")[1]))
 
     train(sae_cfgs(), train_cfg(checkpoint_seconds=30.0), factory(), run_dir=tmp_path, on_step=tick)
-    # written after steps 3 (36 s), 6 (72 s), 9 (108 s); `seen` lags by one step
-    assert seen == [None, None, None, 3, 3, 3, 6, 6, 6, 9]
+    # written at the start (step 0), then after steps 3 (36 s), 6 (72 s), 9 (108 s); `seen`
+    # lags by one step
+    assert seen == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9]
     assert latest_checkpoint(tmp_path).name == f"step_{STEPS:08d}"  # and the final one
 
 
@@ -239,3 +244,121 @@ def test_batches_with_leading_dims_and_raw_space_result():
     x = batch_at(50)
     torch.testing.assert_close(result.saes["sae"](x), module(x * s) / s, atol=1e-5, rtol=1e-5)
     assert result.saes["sae"] is not module
+
+
+def assert_identical(a, b):
+    """Bit for bit: on one thread a resumed run repeats the same operations on the same values."""
+    assert a.keys() == b.keys()
+    for name in a:
+        for (n, p), q in zip(
+            a[name].state_dict().items(), b[name].state_dict().values(), strict=True
+        ):
+            assert torch.equal(p, q), f"{name}.{n}"
+
+
+def test_killed_before_the_first_checkpoint_resumes_bit_identical(tmp_path, reference):
+    """The step-0 checkpoint is written before the norm estimation reads any batch, so a run
+    killed at any moment resumes (before it, such a run had no checkpoint and was lost)."""
+
+    def dies_during_norm_estimation(skip_tokens):
+        yield from itertools.islice(factory()(skip_tokens), 1)
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(sae_cfgs(), train_cfg(), dies_during_norm_estimation, run_dir=tmp_path / "a")
+    assert latest_checkpoint(tmp_path / "a").name == "step_00000000"
+    assert_identical(resume(tmp_path / "a", factory()).saes, reference[0].saes)
+
+    def dies_after_step_1(step, tokens, metrics):
+        if step == 1:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(sae_cfgs(), train_cfg(), factory(), run_dir=tmp_path / "b", on_step=dies_after_step_1)
+    meta = json.loads((latest_checkpoint(tmp_path / "b") / "trainer.json").read_text())
+    assert (meta["step"], meta["norm_scaling_factors"]) == (0, {})
+    assert_identical(resume(tmp_path / "b", factory()).saes, reference[0].saes)
+
+
+def test_on_step_is_not_called_again_for_steps_before_the_checkpoint(tmp_path):
+    """A resume reports the steps after its checkpoint only. Steps run after the last
+    checkpoint and before a crash (here 5-7) are run, and reported, again: a history log that
+    appends must drop its rows from the resumed step on."""
+    cfg = SAEConfig(arch="topk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu")
+    seen = []
+
+    def crash_after_7(step, tokens, metrics):
+        seen.append(step)
+        if step == 7:
+            raise RuntimeError("killed")
+
+    batches = [batch_at(i) for i in range(STEPS)]
+    with pytest.raises(RuntimeError):
+        train(cfg, train_cfg(checkpoint_every=4), batches, run_dir=tmp_path, on_step=crash_after_7)
+    resume(tmp_path, batches, on_step=lambda step, tokens, metrics: seen.append(step))
+    assert seen == [1, 2, 3, 4, 5, 6, 7] + [5, 6, 7, 8, 9, 10]
+
+
+def test_divergence_stops_the_run_and_keeps_a_checkpoint_from_before(tmp_path):
+    """lr 1e6 (the issue: exit 0 with explained variance -2.8e29): the ratio passes 1e29 from
+    step 2, so the run stops at step 1 + DIVERGENCE_STEPS; the periodic checkpoints of the
+    diverged weights are not written, and the step-0 one is kept. Resuming it with a sane lr
+    is, bit for bit, a fresh run at that lr."""
+    cfg = SAEConfig(arch="topk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu")
+    batches = [batch_at(i) for i in range(15)]
+    with (
+        pytest.warns(CheckpointWarning) as record,
+        pytest.raises(DivergenceError, match=r"step 11 .*/step_00000000\. Resume") as info,
+    ):
+        train(cfg, train_cfg(total_tokens=15 * BATCH, lr=1e6, checkpoint_every=2), batches,
+              run_dir=tmp_path)  # fmt: skip
+    assert info.value.step == 1 + DIVERGENCE_STEPS and info.value.ratio > 1e20
+    skipped = [str(w.message).split(":")[0] for w in record]
+    assert skipped == [f"no checkpoint written at step {s}" for s in (2, 4, 6, 8, 10)]
+    assert [p.name for p in (tmp_path / "checkpoints").glob("step_*")] == ["step_00000000"]
+
+    fresh = train(build_sae(cfg, seed=0), train_cfg(total_tokens=15 * BATCH), batches)
+    resumed = resume(tmp_path, batches, lr=3e-3)
+    assert_identical(resumed.saes, fresh.saes)
+    meta = json.loads((latest_checkpoint(tmp_path) / "trainer.json").read_text())
+    assert meta["train_config"]["lr"] == 3e-3  # the override is recorded
+
+
+def test_diverged_final_weights_are_not_returned():
+    """A run too short for DIVERGENCE_STEPS still refuses to return diverged SAEs."""
+    cfg = SAEConfig(arch="topk", d_in=D_IN, d_sae=D_SAE, k=4, device="cpu")
+    tcfg = train_cfg(total_tokens=4 * BATCH, lr=1e6)
+    with pytest.raises(DivergenceError, match="step 4 .* with the final weights, which were not"):
+        train(cfg, tcfg, [batch_at(i) for i in range(4)])
+
+
+def test_a_recoverable_spike_does_not_stop_the_run():
+    """JumpReLU at lr 0.1 (x16 latents, uncentred inputs): the error jumps above
+    DIVERGENCE_RATIO for a few steps, then training recovers; the run must go on."""
+    d_in, n = 64, 256
+    g = torch.Generator().manual_seed(0)
+    scale, offset = torch.linspace(0.1, 3, d_in), torch.linspace(-20, 20, d_in)
+    batches = [torch.randn(n, d_in, generator=g) * scale + offset for _ in range(30)]
+    evs = []
+    train(
+        SAEConfig(arch="jumprelu", d_in=d_in, d_sae=16 * d_in, device="cpu"),
+        TrainConfig(total_tokens=30 * n, batch_tokens=n, lr=0.1, norm_estimation_batches=2),
+        batches,
+        on_step=lambda step, tokens, metrics: evs.append(metrics["sae"]["explained_variance"]),
+    )
+    # The trainer's ratio sse / sum ||x||^2 is (1 - EV) * variance / sum ||x||^2 (both are
+    # invariant to the norm scaling).
+    ratios = [
+        (1 - ev) * (x - x.mean(0)).pow(2).sum().item() / x.pow(2).sum().item()
+        for ev, x in zip(evs, batches, strict=True)
+    ]
+    spike = [r > DIVERGENCE_RATIO for r in ratios]
+    assert 0 < sum(spike) < DIVERGENCE_STEPS
+    assert max(ratios) > 1e5 and ratios[-1] < 0.1  # recovered: x_hat is far better than 0
+
+
+def test_train_refuses_a_folder_with_checkpoints_but_no_latest(tmp_path):
+    cfg = SAEConfig(arch="relu", d_in=D_IN, d_sae=D_SAE, device="cpu")
+    (tmp_path / "checkpoints" / "step_00000003").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, train_cfg(), [batch_at(i) for i in range(STEPS)], run_dir=tmp_path)
