@@ -49,7 +49,7 @@ def user_errors(console: Console | None = None) -> Iterator[None]:
         console = console or Console(stderr=True)
         text = str(err) if not isinstance(err, OSError) else _os_error(err)
         console.print(f"[red]error:[/] {text}", highlight=False, soft_wrap=True, markup=True)
-        raise typer.Exit(code=2) from None
+        raise typer.Exit(code=getattr(err, "exit_code", 2)) from None
 
 
 def _os_error(err: OSError) -> str:
@@ -244,8 +244,9 @@ def _convert(spec: OptionSpec, value: Any) -> Any:
     return value
 
 
-def build_config(cls: type, values: dict[str, Any]) -> Any:
-    """The config that the parsed options `{param: value}` describe (nested ones included)."""
+def build_config(cls: type, values: dict[str, Any], base: Any = None) -> Any:
+    """The config that the parsed options `{param: value}` describe (nested ones included), on
+    top of `base` (default: the class's defaults)."""
     specs = {s.param: s for s in option_specs(cls)}
 
     def build(owner: type, instance: Any, prefix: tuple[str, ...]) -> Any:
@@ -259,7 +260,7 @@ def build_config(cls: type, values: dict[str, Any]) -> Any:
                 changes[f.name] = build(f.type, getattr(instance, f.name), path)
         return dataclasses.replace(instance, **changes)
 
-    return build(cls, cls(), ())
+    return build(cls, cls() if base is None else base, ())
 
 
 def derived_epilog(cls: type) -> str:
@@ -271,21 +272,63 @@ def derived_epilog(cls: type) -> str:
     return "Set by the command, not options: " + "; ".join(lines) + "."
 
 
-def config_command(cls: type, run: Callable[[Any], None]) -> Callable[..., None]:
+def config_command(
+    cls: type,
+    run: Callable[[Any], None],
+    base: Callable[[dict[str, Any]], Any] | None = None,
+) -> Callable[..., None]:
     """A typer command whose options are the fields of `cls` and which calls `run(config)`.
 
-    Building the config happens inside the error boundary, so a value out of range is one line.
+    `base(given)`, if passed, receives the options given on the command line (not defaulted)
+    and may return a config to apply them to instead of the defaults: `train-sae --resume DIR`
+    starts from the run's saved config, so only what changes needs to be given. Building the
+    config happens inside the error boundary, so a value out of range is one line.
     """
     specs = option_specs(cls)
 
-    def command(**values: Any) -> None:
-        with user_errors():
-            cfg = build_config(cls, values)
+    def command(ctx: typer.Context, **values: Any) -> None:
+        with user_errors(), shown_warnings():
+            given = {k: v for k, v in values.items() if _given(ctx, k)}
+            start = base(given) if base is not None else None
+            cfg = build_config(cls, given if start is not None else values, start)
             run(cfg)
 
-    command.__signature__ = inspect.Signature([_parameter(s) for s in specs])  # type: ignore[attr-defined]
+    context = inspect.Parameter(
+        "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+    )
+    command.__signature__ = inspect.Signature([context, *(_parameter(s) for s in specs)])  # type: ignore[attr-defined]
     command.__doc__ = (run.__doc__ or "").strip()
     return command
+
+
+def _given(ctx: typer.Context, param: str) -> bool:
+    """Whether the option was given (command line or environment), not defaulted. Compared by
+    name: typer may carry its own copy of click's ParameterSource enum."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@contextmanager
+def shown_warnings(console: Console | None = None) -> Iterator[None]:
+    """The toolkit's warnings (a checkpoint passed over, ...) as one `warning:` line each."""
+    import warnings
+
+    from sae.errors import CheckpointWarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, CheckpointWarning):
+            (console or Console(stderr=True)).print(
+                f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True
+            )
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 class ProgressBar:

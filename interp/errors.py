@@ -28,3 +28,12 @@ class DataError(InterpError):
 
 class CacheError(InterpError):
     """An activation cache that is missing, corrupt, or captured with other settings."""
+
+
+class RunStopped(InterpError):
+    """A long run stopped before its end (a signal, a diverged loss); the message says where its
+    checkpoint is and the command that resumes it. `exit_code` is what the CLI exits with."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

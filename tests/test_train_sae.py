@@ -5,6 +5,7 @@
 - ce_clean in metrics.json equals the HF model's own next-token loss on the same contexts.
 """
 
+import dataclasses
 import itertools
 import json
 import math
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from interp.cli import app
 from interp.data import iter_contexts, iter_texts
+from interp.errors import InterpError
 from interp.train_sae.config import TrainSAEConfig
 from interp.train_sae.source import train_contexts_used
 
@@ -225,3 +227,55 @@ def test_cache_from_another_dataset_is_refused(tiny_dirs, tmp_path):
     flat = " ".join(res.output.split())
     assert f"was captured from dataset '{text}'" in flat and "but --dataset is 'default'" in flat
     assert not out.exists()
+
+
+def test_interrupted_run_resumes_from_its_folder_alone_bit_identically(
+    run_dir, tiny_dirs, tmp_path, monkeypatch
+):
+    """SIGINT after step 3: one line naming the checkpoint and the resume command (exit 130);
+    `interp train-sae --resume DIR` with no other option finishes the run with the weights and
+    the curves (each step once) of the uninterrupted run."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    from interp.train_sae import folder
+
+    original = folder.History.__call__
+
+    def interrupt_at_step_3(self, step, tokens, metrics):
+        original(self, step, tokens, metrics)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(folder.History, "__call__", interrupt_at_step_3)
+    out = tmp_path / "r"
+    res = cli("train-sae", tiny_dirs["llama"], "--layer", "1", "--out", str(out), *SMALL)
+    assert res.exit_code == 130, res.output
+    flat = " ".join(res.output.split())
+    assert "training stopped by a signal; the checkpoint is" in flat
+    assert f"resume with: interp train-sae --resume {out}" in flat
+    monkeypatch.setattr(folder.History, "__call__", original)
+
+    res = runner.invoke(app, ["train-sae", "--resume", str(out)])
+    assert res.exit_code == 0, res.output
+    one = load_file(run_dir / "saes" / HOOK / "sae_weights.safetensors")
+    two = load_file(out / "saes" / HOOK / "sae_weights.safetensors")
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    steps = [row["step"] for row in folder.read_history(out)]
+    assert steps == [row["step"] for row in folder.read_history(run_dir)]
+    assert len(steps) == len(set(steps))
+
+
+def test_resume_accepts_a_new_lr_and_nothing_else(run_dir):
+    from interp.train_sae.folder import check_resume, saved_config
+
+    saved = saved_config(run_dir)
+    lower = dataclasses.replace(
+        saved, resume=str(run_dir), train=dataclasses.replace(saved.train, lr=1e-4)
+    )
+    assert check_resume(lower) == run_dir
+    other = dataclasses.replace(lower, sae=dataclasses.replace(saved.sae, k=8))
+    with pytest.raises(InterpError, match=r"sae.k: 4 -> 8"):
+        check_resume(other)

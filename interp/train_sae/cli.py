@@ -52,4 +52,14 @@ def run(cfg: TrainSAEConfig) -> None:
         out.print(f"report: {result.run_dir / 'report.html'}", highlight=False, soft_wrap=True)
 
 
-train_sae = config_command(TrainSAEConfig, run)
+def resumed(given: dict) -> TrainSAEConfig | None:
+    """With --resume DIR, the run's saved config: the other options then change only what they
+    name (and the run refuses all changes but --out, --device and --lr)."""
+    if not given.get("resume"):
+        return None
+    from interp.train_sae.folder import saved_config
+
+    return saved_config(given["resume"])
+
+
+train_sae = config_command(TrainSAEConfig, run, base=resumed)

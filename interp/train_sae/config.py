@@ -17,8 +17,9 @@ from sae.config import SAEConfig, TrainConfig
 DEFAULT_LAYER = 12
 """The block trained on when neither --layer nor --hook is given."""
 
-RESUMABLE_CHANGES = ("resume", "out", "device")
-"""Fields that may differ between a run's saved config and the one that resumes it."""
+RESUMABLE_CHANGES = ("resume", "out", "device", "train.lr")
+"""Fields that may differ between a run's saved config and the one that resumes it: where it is,
+the device, and the peak lr (a lower one after a diverged loss: `--resume DIR --lr X`)."""
 
 
 def _default_sae() -> SAEConfig:

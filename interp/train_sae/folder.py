@@ -55,16 +55,25 @@ def check_new_out(cfg: TrainSAEConfig) -> None:
         raise InterpError(f"output folder {cfg.out!r} already exists; {hint}")
 
 
-def check_resume(cfg: TrainSAEConfig) -> Path:
-    """The run folder of --resume, whose saved options must equal the asked ones."""
-    run = Path(cfg.resume)
+def saved_config(run: str | Path) -> TrainSAEConfig:
+    """The config a run folder was started with (its cfg.json)."""
+    run = Path(run)
     saved_path = run / CONFIG_FILE
     if not saved_path.is_file():
         raise InterpError(f"cannot resume {str(run)!r}: it has no {CONFIG_FILE} (not a run folder)")
     try:
-        saved = json.loads(saved_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InterpError(f"cannot resume {str(run)!r}: {saved_path} is not valid JSON") from err
+        return TrainSAEConfig.from_dict(json.loads(saved_path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise InterpError(
+            f"cannot resume {str(run)!r}: {saved_path} is not a valid config ({err})"
+        ) from err
+
+
+def check_resume(cfg: TrainSAEConfig) -> Path:
+    """The run folder of --resume, whose saved options must equal the asked ones (but for
+    `RESUMABLE_CHANGES`: the folder, the device and a new lr)."""
+    run = Path(cfg.resume)
+    saved = saved_config(run).to_dict()
     diff = config_diff(saved, cfg.to_dict(), RESUMABLE_CHANGES)
     if diff:
         raise InterpError(
@@ -81,13 +90,37 @@ def create(run_dir: Path, cfg: TrainSAEConfig) -> None:
         write_text_atomically(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
 
 
+def latest_checkpoint_text(run_dir: Path) -> str:
+    """'the checkpoint is <folder>' for a run's newest checkpoint, or that it has none."""
+    from sae.checkpoint import latest_checkpoint
+
+    found = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    return f"the checkpoint is {found}" if found else f"{run_dir} has no checkpoint yet"
+
+
 class History:
-    """Appends every `every`-th step's metrics to history.jsonl, then calls the caller's hook."""
+    """Appends every `every`-th step's metrics to history.jsonl, then calls the caller's hook.
+
+    A resumed run trains again the steps after its checkpoint, so on its first step the rows
+    from that step on are dropped first: the curves hold each step once.
+    """
 
     def __init__(self, path: Path, on_step: OnStep | None, every: int) -> None:
         self.path, self.on_step, self.every = path, on_step, every
+        self.first = True
+
+    def _drop_from(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        rows = self.path.read_text().splitlines()
+        kept = [r for r in rows if json.loads(r)["step"] < step]
+        if len(kept) < len(rows):
+            write_text_atomically(self.path, "".join(r + "\n" for r in kept))
 
     def __call__(self, step: int, tokens: int, metrics: dict[str, dict[str, float]]) -> None:
+        if self.first and rank() == 0:
+            self._drop_from(step)
+        self.first = False
         if step % self.every == 0 and rank() == 0:
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": step, "tokens": tokens, "metrics": metrics}) + "\n")

@@ -4,9 +4,12 @@ One LM forward pass feeds every SAE of a run (one per hook). The run folder's la
 `interp.train_sae.folder`; where activations and held-out tokens come from, in `.source`.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from interp.errors import RunStopped
 from interp.hooks import hook_names
 from interp.models import load_model
 from interp.train_sae import folder
@@ -56,22 +59,52 @@ def prepare(cfg: TrainSAEConfig) -> Prepared:
 
 
 def train_sae_run(cfg: TrainSAEConfig, on_step: OnStep | None = None) -> TrainSAEResult:
-    """Train (or resume) the SAEs of `cfg`, evaluate them on held-out tokens, write the report."""
+    """Train (or resume) the SAEs of `cfg`, evaluate them on held-out tokens, write the report.
+
+    A run stopped by SIGINT/SIGTERM or by a diverged loss raises `RunStopped`, whose message
+    names the checkpoint and the command that resumes the run.
+    """
     from interp.train_sae.evaluate import evaluate_run
     from interp.train_sae.figures import write_report
-    from sae.training import resume, train
 
     model, hooks, run_dir, sae_cfgs = prepare(cfg)
-    batches = batch_source(model, cfg, hooks)
-    every = max(1, cfg.train.total_steps // 200)
-    history = folder.History(run_dir / "history.jsonl", on_step, every)
-    if cfg.resume:
-        result = resume(run_dir, batches, on_step=history)
-    else:
-        folder.create(run_dir, cfg)
-        result = train(sae_cfgs, cfg.train_config(), batches, run_dir=run_dir, on_step=history)
+    with stopped_runs(cfg, run_dir):
+        result = _train(cfg, model, hooks, run_dir, sae_cfgs, on_step)
     if folder.rank() > 0:
         return TrainSAEResult(run_dir, {}, result.tokens_seen)
     metrics = evaluate_run(model, cfg, result.saes, run_dir)
     write_report(run_dir, folder.read_history(run_dir), metrics, result.feature_density)
     return TrainSAEResult(run_dir, metrics, result.tokens_seen)
+
+
+def _train(cfg, model, hooks, run_dir, sae_cfgs, on_step):
+    from sae.training import resume, train
+
+    batches = batch_source(model, cfg, hooks)
+    every = max(1, cfg.train.total_steps // 200)
+    history = folder.History(run_dir / "history.jsonl", on_step, every)
+    if cfg.resume:
+        saved = folder.saved_config(run_dir)
+        lr = cfg.train.lr if cfg.train.lr != saved.train.lr else None
+        return resume(run_dir, batches, on_step=history, lr=lr)
+    folder.create(run_dir, cfg)
+    return train(sae_cfgs, cfg.train_config(), batches, run_dir=run_dir, on_step=history)
+
+
+@contextmanager
+def stopped_runs(cfg: TrainSAEConfig, run_dir: Path) -> Iterator[None]:
+    """Signals and diverged losses as `RunStopped`, with the command that resumes the run."""
+    from sae.errors import DivergenceError, NonFiniteLossError
+
+    again = f"interp train-sae --resume {run_dir}"
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        code = 130 if isinstance(stop, KeyboardInterrupt) else int(stop.code or 1)
+        where = folder.latest_checkpoint_text(run_dir)
+        raise RunStopped(
+            f"training stopped by a signal; {where}; resume with: {again}", code
+        ) from None
+    except (NonFiniteLossError, DivergenceError) as err:
+        lower = f"{cfg.train.lr / 10:g}"
+        raise RunStopped(f"{err} Resume with a lower lr: {again} --lr {lower}") from err
