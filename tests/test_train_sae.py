@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -279,3 +280,50 @@ def test_resume_accepts_a_new_lr_and_nothing_else(run_dir):
     other = dataclasses.replace(lower, sae=dataclasses.replace(saved.sae, k=8))
     with pytest.raises(InterpError, match=r"sae.k: 4 -> 8"):
         check_resume(other)
+
+
+# Kill moments drawn once from a seeded generator (reproducible): while loading (no folder yet,
+# or only cfg.json), and at random points after random checkpoints.
+TRAIN_KILLS = [("cfg.json", 0.0)] + [
+    (f"checkpoints/step_{2 * rng.randint(1, 3):08d}", rng.uniform(0.0, 0.3))
+    for rng in [random.Random(11)]
+    for _ in range(2)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("appears", "delay"), TRAIN_KILLS)
+def test_killed_training_resumes_bit_identically(run_dir, tiny_dirs, tmp_path, appears, delay):
+    """A real crash: SIGKILL an `interp train-sae` process when `appears` exists (+ delay), then
+    `--resume DIR` alone gives the weights and held-out metrics of the uninterrupted run."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "interp", "train-sae", "--model", str(tiny_dirs["llama"])]
+    args += ["--layer", "1", "--out", str(out), "--checkpoint-every", "2", *SMALL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not (out / appears).exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, f"{appears} never appeared"
+        time.sleep(0.002)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    res = runner.invoke(app, ["train-sae", "--resume", str(out)])
+    assert res.exit_code == 0, res.output
+    one = load_file(run_dir / "saes" / HOOK / "sae_weights.safetensors")
+    two = load_file(out / "saes" / HOOK / "sae_weights.safetensors")
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    m1 = json.loads((run_dir / "saes" / HOOK / "metrics.json").read_text())
+    m2 = json.loads((out / "saes" / HOOK / "metrics.json").read_text())
+    assert m1["explained_variance"] == m2["explained_variance"]
+    from interp.train_sae.folder import read_history
+
+    steps = [row["step"] for row in read_history(out)]
+    assert len(steps) == len(set(steps))

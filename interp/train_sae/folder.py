@@ -46,7 +46,10 @@ def check_new_out(cfg: TrainSAEConfig) -> None:
     """Refuse an --out that exists, before anything is loaded or written."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.out is None:
         raise InterpError("a data-parallel run (torchrun) needs an explicit --out for all ranks")
-    if rank() == 0 and cfg.out is not None and Path(cfg.out).exists():
+    out = Path(cfg.out) if cfg.out is not None else None
+    if out is not None and out.is_dir() and not any(out.iterdir()):
+        return  # an empty folder (made by hand, or by a run killed before its first file)
+    if rank() == 0 and out is not None and out.exists():
         hint = (
             f"continue it with --resume {cfg.out}"
             if (Path(cfg.out) / CONFIG_FILE).is_file()
@@ -86,7 +89,7 @@ def check_resume(cfg: TrainSAEConfig) -> Path:
 def create(run_dir: Path, cfg: TrainSAEConfig) -> None:
     """Make the run folder and save its config (rank 0 only: other ranks write nothing)."""
     if rank() == 0:
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomically(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
 
 

@@ -78,16 +78,20 @@ def train_sae_run(cfg: TrainSAEConfig, on_step: OnStep | None = None) -> TrainSA
 
 
 def _train(cfg, model, hooks, run_dir, sae_cfgs, on_step):
+    from sae.checkpoint import checkpoint_folders
     from sae.training import resume, train
 
     batches = batch_source(model, cfg, hooks)
     every = max(1, cfg.train.total_steps // 200)
     history = folder.History(run_dir / "history.jsonl", on_step, every)
-    if cfg.resume:
+    if cfg.resume and checkpoint_folders(run_dir):
         saved = folder.saved_config(run_dir)
         lr = cfg.train.lr if cfg.train.lr != saved.train.lr else None
         return resume(run_dir, batches, on_step=history, lr=lr)
-    folder.create(run_dir, cfg)
+    if not cfg.resume:
+        folder.create(run_dir, cfg)
+    # A fresh run, or one killed before its step-0 checkpoint: nothing was trained yet.
+    (run_dir / "history.jsonl").unlink(missing_ok=True)
     return train(sae_cfgs, cfg.train_config(), batches, run_dir=run_dir, on_step=history)
 
 
