@@ -7,14 +7,15 @@
                                     norm scaling factors, the sha256 of every other file
                                     ("files") and of trainer.json's own other fields
                                     ("trainer_sha256")
-        rng.pt                      torch CPU (and CUDA) and Python RNG states of rank 0
+        rng.safetensors             torch CPU (and CUDA) RNG states of rank 0; Python's in metadata
         saes/<name>/
           sae_config.json           SAEConfig
           weights.safetensors       state_dict of the SAE as trained (normalised space, unfolded)
-          optimizer.pt              Adam state_dict
+          optimizer.safetensors     Adam state tensors; param_groups as JSON metadata
           firing.safetensors        FiringStats (dead-latent counters, density windows)
 
-Each checkpoint folder is written to a temporary name and renamed, then LATEST is replaced
+Nothing is pickled (format 3; format 2's rng.pt and optimizer.pt are still read, with
+`weights_only=True`). Each checkpoint folder is written to a temporary name and renamed, then LATEST is replaced
 atomically, so a crash at any moment leaves the previous checkpoint intact and named by LATEST.
 A resume verifies every checksum first (`usable_checkpoint`): a checkpoint that fails (a flipped
 bit, a truncated or missing file) is passed over with a `CheckpointWarning` for the next older
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import Tensor
 
 from sae.base import SAE
 from sae.config import SAEConfig, TrainConfig
@@ -41,12 +44,14 @@ from sae.fsutil import (
     dump_json,
     finite_or_none,
     load_json,
+    save_safetensors,
     write_dir_atomically,
     write_text_atomically,
 )
 
-FORMAT_VERSION = 2
-"""2: trainer.json holds checksums. 1 (no checksums) is still read, unverified, with a warning."""
+FORMAT_VERSION = 3
+"""3: no pickle (RNG and Adam state in safetensors). 2: trainer.json holds checksums; still read.
+1 (no checksums) is still read, unverified, with a warning."""
 TRAINER_FILE = "trainer.json"
 
 
@@ -81,6 +86,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _save_rng(path: Path) -> None:
+    state = rng_state()
+    tensors = {"torch": state["torch"]}
+    tensors |= {f"cuda.{i}": t for i, t in enumerate(state.get("cuda", []))}
+    version, internal, gauss = state["python"]
+    python = json.dumps([version, list(internal), gauss])
+    save_safetensors(path, tensors, {"python": python})
+
+
+def _load_rng(path: Path) -> dict[str, Any]:
+    with safe_open(path, "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+        version, internal, gauss = json.loads(f.metadata()["python"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(sum(k.startswith("cuda.") for k in tensors))]
+    state = {"torch": tensors["torch"], "python": (version, tuple(internal), gauss)}
+    return state | ({"cuda": cuda} if cuda else {})
+
+
+def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Adam's state as tensors `state.<param>.<key>`, its param_groups as JSON metadata."""
+    sd = optimizer.state_dict()
+    tensors = {
+        f"state.{index}.{key}": (value if torch.is_tensor(value) else torch.tensor(value)).cpu()
+        for index, entry in sd["state"].items()
+        for key, value in entry.items()
+    }
+    save_safetensors(path, tensors, {"param_groups": json.dumps(sd["param_groups"])})
+
+
+def _load_optimizer(path: Path, device: str) -> dict[str, Any]:
+    with safe_open(path, "pt", device=device) as f:
+        groups = json.loads(f.metadata()["param_groups"])
+        state: dict[int, dict[str, Tensor]] = {}
+        for name in f.keys():  # noqa: SIM118
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = f.get_tensor(name)
+    for group in groups:
+        group["betas"] = tuple(group["betas"]) if "betas" in group else None
+    return {"state": state, "param_groups": groups}
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -99,15 +145,15 @@ def _meta_digest(meta: dict[str, Any]) -> str:
 
 
 def _write(tmp: Path, state: TrainState) -> None:
-    torch.save(rng_state(), tmp / "rng.pt")
+    _save_rng(tmp / "rng.safetensors")
     for name, sae in state.saes.items():
         folder = tmp / "saes" / name
         folder.mkdir(parents=True)
         dump_json(folder / "sae_config.json", sae.cfg.to_dict())
-        tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
-        save_file(tensors, folder / "weights.safetensors")
-        torch.save(state.optimizers[name].state_dict(), folder / "optimizer.pt")
-        save_file(state.firing[name].state_dict(), folder / "firing.safetensors")
+        tensors = {k: v.detach().cpu() for k, v in sae.state_dict().items()}
+        save_safetensors(folder / "weights.safetensors", tensors)
+        _save_optimizer(folder / "optimizer.safetensors", state.optimizers[name])
+        save_safetensors(folder / "firing.safetensors", state.firing[name].state_dict())
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     meta = {
         "format": FORMAT_VERSION,
@@ -177,8 +223,8 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
             stacklevel=3,
         )
         return meta
-    if fmt != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this version reads 1 and 2")
+    if fmt not in (2, FORMAT_VERSION):
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this version reads 1 to 3")
     if meta.get("trainer_sha256") != _meta_digest(meta):
         raise CheckpointError(f"{path} does not match its own checksum (edited or corrupted)")
     files = meta.get("files")
@@ -234,7 +280,7 @@ def read_checkpoint(folder: Path, make_optimizer: Any) -> TrainState:
     from sae.registry import ARCHITECTURES
 
     meta = load_json(folder / TRAINER_FILE)
-    if meta.get("format") not in (1, FORMAT_VERSION):
+    if meta.get("format") not in (1, 2, FORMAT_VERSION):
         raise CheckpointError(f"{folder}: checkpoint format {meta.get('format')!r} is unknown")
     train_cfg = TrainConfig.from_dict(meta["train_config"])
     state = TrainState(train_cfg, {}, {}, {}, meta["norm_scaling_factors"])
@@ -246,10 +292,18 @@ def read_checkpoint(folder: Path, make_optimizer: Any) -> TrainState:
         sae.load_state_dict(load_file(sub / "weights.safetensors", device=str(sae.W_enc.device)))
         state.saes[name] = sae
         opt = make_optimizer(sae, train_cfg)
-        opt.load_state_dict(torch.load(sub / "optimizer.pt", weights_only=True))
+        if (sub / "optimizer.safetensors").is_file():
+            opt.load_state_dict(
+                _load_optimizer(sub / "optimizer.safetensors", str(sae.W_enc.device))
+            )
+        else:  # format 2
+            opt.load_state_dict(torch.load(sub / "optimizer.pt", weights_only=True))
         state.optimizers[name] = opt
         firing = FiringStats(cfg.d_sae, train_cfg.dead_window)
         firing.load_state_dict(load_file(sub / "firing.safetensors"))
         state.firing[name] = firing
-    set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
+    if (folder / "rng.safetensors").is_file():
+        set_rng_state(_load_rng(folder / "rng.safetensors"))
+    else:  # format 2
+        set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
     return state

@@ -52,6 +52,8 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as err:
+        raise oserror_with_path(err, path) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -114,3 +116,16 @@ def oserror_with_path(err: OSError, path: Path) -> OSError:
     if err.errno is None:
         return type(err)(f"{err}: {path}")
     return type(err)(err.errno, err.strerror or str(err), str(path))
+
+
+def save_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors serialised in memory and written with Python's own file I/O, so that a full
+    disk or an unwritable folder is an `OSError` with the path (safetensors' `save_file` raises
+    its own SafetensorError without one)."""
+    import safetensors.torch
+
+    data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()}, metadata)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as err:
+        raise oserror_with_path(err, Path(path)) from err

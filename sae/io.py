@@ -21,13 +21,19 @@ from typing import Any
 
 from jaxtyping import Float
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from sae.base import SAE
 from sae.device import DTYPES
 from sae.errors import ConfigError, FileFormatError, SAEError
-from sae.fsutil import dump_json, load_json, oserror_with_path, write_dir_atomically
+from sae.fsutil import (
+    dump_json,
+    load_json,
+    oserror_with_path,
+    save_safetensors,
+    write_dir_atomically,
+)
 from sae.metrics import log_feature_density
 from sae.normalize import folded_copy
 from sae.saelens_compat import (
@@ -124,11 +130,11 @@ def save_sae(
         )
 
     def write(tmp: Path) -> None:
-        save_file(saelens_state_dict(raw), tmp / WEIGHTS_FILENAME)
+        save_safetensors(tmp / WEIGHTS_FILENAME, saelens_state_dict(raw))
         dump_json(tmp / CFG_FILENAME, saelens_cfg_dict(raw, norm_scaling_factor))
         if feature_density is not None:
             log_density = log_feature_density(feature_density.detach().float().cpu())
-            save_file({"sparsity": log_density.contiguous()}, tmp / SPARSITY_FILENAME)
+            save_safetensors(tmp / SPARSITY_FILENAME, {"sparsity": log_density})
         if metrics is not None:
             dump_json(tmp / METRICS_FILENAME, dict(metrics))
 

@@ -253,8 +253,8 @@ def damaged_copy(run: Path, dest: Path, rel: str, how: str) -> Path:
 
 
 CHECKPOINT_FILES = [
-    "trainer.json", "rng.pt", "saes/a/sae_config.json", "saes/a/weights.safetensors",
-    "saes/b/optimizer.pt", "saes/b/firing.safetensors",
+    "trainer.json", "rng.safetensors", "saes/a/sae_config.json", "saes/a/weights.safetensors",
+    "saes/b/optimizer.safetensors", "saes/b/firing.safetensors",
 ]  # fmt: skip
 
 
@@ -289,12 +289,12 @@ def test_edited_trainer_json_fails_its_own_checksum(tmp_path, stopped_run):
 def test_no_valid_checkpoint_names_every_problem(tmp_path, stopped_run):
     run, _ = stopped_run
     copy = damaged_copy(run, tmp_path / "run", "saes/a/weights.safetensors", "overwrite")
-    (copy / "checkpoints" / "step_00000004" / "rng.pt").unlink()
+    (copy / "checkpoints" / "step_00000004" / "rng.safetensors").unlink()
     with pytest.raises(CheckpointError) as info:
         resume(copy, make_batches)
     text = str(info.value)
     assert "step_00000006/saes/a/weights.safetensors does not match the sha256" in text
-    assert "step_00000004/rng.pt cannot be read" in text
+    assert "step_00000004/rng.safetensors cannot be read" in text
 
 
 def test_checkpoint_without_checksums_is_used_with_a_warning(tmp_path, stopped_run):

@@ -327,3 +327,35 @@ def test_killed_training_resumes_bit_identically(run_dir, tiny_dirs, tmp_path, a
 
     steps = [row["step"] for row in read_history(out)]
     assert len(steps) == len(set(steps))
+
+
+def test_full_disk_is_one_line_and_leaves_no_temporary_files(tiny_dirs, tmp_path):
+    """A run whose --out is on a full (200 kB tmpfs) disk: one `error:` line naming the file,
+    no traceback, and no temporary file left."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        out = mnt / "r"
+        res = cli(
+            "train-sae",
+            tiny_dirs["llama"],
+            "--layer",
+            "1",
+            "--out",
+            str(out),
+            *SMALL,
+            "--expansion",
+            "64",
+        )
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output
+        line = " ".join(res.output.split())
+        assert "error: No space left on device: " in line and str(out) in line
+        assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
