@@ -9,7 +9,9 @@ Generation with interventions and the KV-cache fix applied by `load_model` are i
 `interp.generation`. `load_hf` gives HuggingFace's own model and tokenizer for the same spec.
 """
 
+import functools
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +99,23 @@ def _hf(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(name)
 
 
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers a TCP connection within `timeout` seconds (asked once per
+    process). Without it, an offline machine waits through huggingface_hub's retries (30-40 s)
+    before the same error."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _from_hub(name: str, load: Callable[[str], Any]) -> Any:
     """`load(name)` for a hub name, with the hub's failures as `OfflineError`/`ModelLoadError`."""
     from huggingface_hub import constants
@@ -107,6 +126,8 @@ def _from_hub(name: str, load: Callable[[str], Any]) -> Any:
     )
     if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         raise OfflineError(f"{hint} (HF_HUB_OFFLINE is set and the model is not cached)")
+    if not _in_hub_cache(name) and not hub_reachable():
+        raise OfflineError(f"{hint} (the hub's host does not answer)")
     try:
         return load(name)
     except OSError as err:  # transformers wraps connection and not-found errors in OSError

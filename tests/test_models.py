@@ -144,3 +144,27 @@ def test_load_model_routes_the_kv_cache_once(model):
     assert routed() == [1] * model.cfg.n_layers
     route_kv_cache(model)
     assert routed() == [1] * model.cfg.n_layers
+
+
+def test_unreachable_hub_fails_at_once_without_retries(monkeypatch):
+    """No network and HF_HUB_OFFLINE unset: one TCP probe, then OfflineError (huggingface_hub's
+    own retries would take 30-40 s to say the same). The loader itself is never called."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    def refuse(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(models, "_boot", lambda *a: pytest.fail("the hub loader was called"))
+    models.hub_reachable.cache_clear()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(OfflineError, match="the hub's host does not answer"):
+            load_model("interp-test/not-a-model", device="cpu")
+    finally:
+        models.hub_reachable.cache_clear()
+    assert time.perf_counter() - start < 5
