@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
-from interp.capture.core import activation_stream, capture, iter_captures, keep_mask, rebatch, to_rows
+from interp.capture.core import (
+    activation_stream,
+    capture,
+    iter_captures,
+    keep_mask,
+    rebatch,
+    to_rows,
+)
 from interp.errors import HookNameError
 from interp.interventions import intervene
 

@@ -39,6 +39,7 @@ def no_model(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a hub name fails at once
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
     def refuse(*args, **kwargs):
         raise ReachedModelLoad("reached model loading")
 

@@ -96,7 +96,9 @@ class HFRunner:
     def __init__(self, bridge: nn.Module) -> None:
         base = bridge.original_model.base_model
         config = copy.deepcopy(base.config)
-        config._attn_implementation = "sdpa"
+        # sdpa where the architecture supports it; Gemma 2 refuses it (attention soft-capping).
+        sdpa = getattr(type(base), "_supports_sdpa", False)
+        config._attn_implementation = "sdpa" if sdpa else "eager"
         with torch.device("meta"):
             skeleton = type(base)(config)
         skeleton.eval()
@@ -174,9 +176,10 @@ def runner_for(model: Any) -> HFRunner | None:
             return runner
     try:
         runner = HFRunner(model)
-    except LookupError:  # KeyError included
-        # A layout this path does not know (a bridge module with no HF counterpart, or an HF
-        # tensor the bridge does not hold): the bridge path gives the same activations.
+    except (LookupError, ValueError):  # KeyError included
+        # A layout this path does not know (a bridge module with no HF counterpart, an HF tensor
+        # the bridge does not hold, a config HF refuses to rebuild): the bridge path gives the
+        # same activations.
         runner = None
     _RUNNERS[model] = runner
     return runner
