@@ -313,10 +313,11 @@ def shown_warnings(console: Console | None = None) -> Iterator[None]:
     """The toolkit's warnings (a checkpoint passed over, ...) as one `warning:` line each."""
     import warnings
 
+    from interp.errors import InterpWarning
     from sae.errors import CheckpointWarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, CheckpointWarning):
+        if issubclass(category, CheckpointWarning | InterpWarning):
             (console or Console(stderr=True)).print(
                 f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True
             )

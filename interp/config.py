@@ -6,11 +6,15 @@ its `cfg.json`), and the one check of what may change when a run resumes.
 """
 
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sae.config import JSONConfig
 
-__all__ = ["JSONConfig", "TextSource", "config_diff"]
+__all__ = ["DecodeErrors", "JSONConfig", "TextSource", "config_diff"]
+
+DecodeErrors = Literal["strict", "replace", "skip"]
+"""What a text reader does with an undecodable line of a file: stop with an error naming the file
+and line ("strict"), read it with U+FFFD for the bad bytes ("replace"), or drop it ("skip")."""
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -43,17 +47,27 @@ class TextSource(NamedTuple):
     split: str = "train"
     text_field: str = "text"
     seed: int = 0
+    decode_errors: DecodeErrors = "strict"
 
     def texts(self) -> Iterator[str]:
         """The documents, in order (`interp.data.iter_texts`)."""
         from interp.data import iter_texts
 
         return iter_texts(
-            self.dataset, split=self.split, seed=self.seed, text_field=self.text_field
+            self.dataset,
+            split=self.split,
+            seed=self.seed,
+            text_field=self.text_field,
+            decode_errors=self.decode_errors,
         )
 
     def check(self) -> None:
         """`DataError` now, before any work, if the source cannot be read."""
         from interp.data import check_source
 
-        check_source(self.dataset, split=self.split, text_field=self.text_field)
+        check_source(
+            self.dataset,
+            split=self.split,
+            text_field=self.text_field,
+            decode_errors=self.decode_errors,
+        )

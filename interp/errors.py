@@ -37,3 +37,8 @@ class RunStopped(InterpError):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class InterpWarning(UserWarning):
+    """Something was recovered from or left out (a damaged line of a record); the CLI shows it as
+    one `warning:` line."""

@@ -139,7 +139,28 @@ def _from_hub(name: str, load: Callable[[str], Any]) -> Any:
 
 def _load(spec: str, load: Callable[[str], Any]) -> Any:
     path = local_model_dir(spec)
-    return _from_hub(spec, load) if path is None else load(str(path))
+    if path is None:
+        return _from_hub(spec, load)
+    _check_config(path)
+    return load(str(path))
+
+
+def _check_config(path: Path) -> None:
+    """`ModelLoadError` naming config.json if transformers cannot read it (not JSON, not an
+    object, no or an unknown `model_type`, a field of the wrong type), before weights load."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    # transformers raises OSError, ValueError or KeyError here, and huggingface_hub its
+    # StrictDataclassError (an Exception) for a field of the wrong type; reading one local
+    # file fails no other way.
+    except Exception as err:
+        reason = " ".join(str(err).split()).split(". ")[0].rstrip(".")
+        raise ModelLoadError(
+            f"{path / 'config.json'} is not a usable model config ({reason}); fix it, or save "
+            "the model again with save_pretrained"
+        ) from err
 
 
 def _in_hub_cache(name: str) -> bool:

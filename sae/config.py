@@ -9,6 +9,8 @@ toolkit's command configs use too) give the JSON form that is saved in checkpoin
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -63,10 +65,45 @@ class JSONConfig:
             if nested is not None and isinstance(value, dict):
                 base = getattr(defaults, key).to_dict()
                 value = nested.from_dict({**base, **value})
-            elif isinstance(value, list) and "tuple" in str(names[key].type):
-                value = tuple(value)
+            else:
+                if isinstance(value, list) and "tuple" in str(names[key].type):
+                    value = tuple(value)
+                if not _fits(value, names[key].type):
+                    raise ConfigError(
+                        f"{cls.__name__}: field {key!r} is {value!r}, not a {_type_name(names[key].type)}"
+                    )
             kwargs[key] = value
         return cls(**kwargs)
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a JSON value is of a field's type (int for float allowed, bool never for int)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _fits(v, a) for v, a in zip(value, args, strict=True)
+        )
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(kind, type):
+        return isinstance(value, kind)
+    return True
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
 
 def _nested_type(f: dataclasses.Field) -> type | None:

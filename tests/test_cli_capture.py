@@ -30,6 +30,8 @@ def test_options_are_the_config_fields():
     assert options == {f.name for f in dataclasses.fields(CaptureConfig)}
     result = runner.invoke(app, ["capture", "--help"], env={"COLUMNS": "300"})
     assert "Tokens per shard file, rounded down to whole contexts (at least one)." in result.output
+    text = " ".join(result.output.split())
+    assert "--decode-errors" in text and "--force" in text
 
 
 def test_capture_writes_a_cache(base, tmp_path, tiny_dirs):
@@ -65,6 +67,8 @@ def test_capture_writes_a_cache(base, tmp_path, tiny_dirs):
         ),
         (["--layer", "1", "--dtype", "float8"], "'float8' is not one of auto"),
         (["--tokens", "100"], "nothing to capture"),
+        (["--layer", "1", "--ctx-len", "65"], "at most 64 positions); pass --ctx-len 64 or less"),
+        (["--layer", "1", "--decode-errors", "ignore"], "'ignore' is not one of strict"),
     ],
 )
 def test_bad_input_is_one_clean_line_and_no_files(base, tmp_path, extra, message):
@@ -74,6 +78,21 @@ def test_bad_input_is_one_clean_line_and_no_files(base, tmp_path, extra, message
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_environment_errors_are_one_clean_line(base, tmp_path):
+    result = run(base + ["--layer", "1", "--out", "/proc/x"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot write --out '/proc/x'" in " ".join(result.output.split())
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xc3 au lait\n")
+    result = run(base + ["--layer", "1", "--dataset", str(bad), "--out", str(tmp_path / "acts")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"{bad}:1 is not valid UTF-8" in text
+    assert "--decode-errors" in text and not (tmp_path / "acts").exists()
+    args = base + ["--layer", "1", "--dataset", str(bad), "--decode-errors", "replace"]
+    result = run(args + ["--tokens", "16", "--out", str(tmp_path / "acts")])
+    assert result.exit_code == 0, result.output
 
 
 def test_hub_name_offline(tmp_path, monkeypatch):

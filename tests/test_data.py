@@ -76,6 +76,50 @@ def test_bad_files_say_what_is_wrong(tmp_path):
         iter_texts(str(jsonl), split="validation")
 
 
+def test_undecodable_lines_name_the_file_and_line(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_bytes(b"The cat sat.\r\n\r\nMary \xff and\r\nJohn.\r\n\r\nEnd \xe2\x82.\n")
+    with pytest.raises(
+        DataError, match=r"docs.txt:3 is not valid UTF-8 \(byte 0xff at character 6\)"
+    ):
+        list(iter_texts(str(path)))
+    assert list(iter_texts(str(path), decode_errors="replace")) == [
+        "The cat sat.",
+        "Mary \ufffd and\nJohn.",
+        "End \ufffd.",
+    ]
+    assert list(iter_texts(str(path), decode_errors="skip")) == ["The cat sat.", "John."]
+    with pytest.raises(DataError, match="decode_errors must be one of"):
+        iter_texts(str(path), decode_errors="ignore")
+
+
+def test_jsonl_rows_must_hold_strings(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    rows = [b'{"text": "ok"}', b'{"text": "caf\xc3"}', b'{"text": "\\udc80"}', b'{"text": 5}']
+    path.write_bytes(b"\n".join(rows))
+    with pytest.raises(DataError, match="docs.jsonl:2 is not valid UTF-8.*--decode-errors"):
+        list(iter_texts(str(path)))
+    for choice in ("replace", "skip"):
+        with pytest.raises(DataError, match=r"docs.jsonl:4 field 'text' is a JSON number, not a"):
+            list(iter_texts(str(path), decode_errors=choice))
+    path.write_bytes(b"\n".join([rows[0], rows[2]]))
+    with pytest.raises(DataError, match=r"docs.jsonl:2 holds a lone surrogate"):
+        list(iter_texts(str(path)))
+    path.write_bytes(b"\n".join(rows[:3]))
+    assert list(iter_texts(str(path), decode_errors="replace")) == ["ok", "caf\ufffd", "\ufffd"]
+    assert list(iter_texts(str(path), decode_errors="skip")) == ["ok"]
+
+
+def test_parquet_faults_name_the_file(tmp_path):
+    parquet = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": [1, 2]}), parquet)
+    with pytest.raises(DataError, match="docs.parquet column 'text' holds int64, not strings"):
+        list(iter_texts(str(parquet)))
+    parquet.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="docs.parquet is not a readable parquet file"):
+        list(iter_texts(str(parquet)))
+
+
 def test_embedded_corpus_is_deterministic_per_seed():
     first = list(itertools.islice(iter_texts("default", seed=3), 20))
     assert first == list(itertools.islice(iter_texts("default", seed=3), 20))

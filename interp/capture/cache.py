@@ -11,12 +11,17 @@ Layout of a cache folder (written by `interp.capture.run.capture_to_disk`):
 
 Shards hold contexts in document order. Every file is written to a temporary name and moved
 into place with `os.replace`, so a shard or manifest is either complete or absent. Each shard's
-sha256 is in the manifest and is checked whenever the shard is read.
+sha256 is in the manifest and is checked whenever the shard is read. A manifest or shard that is
+unreadable, of the wrong shape or inconsistent is refused with a `CacheError` naming the file.
+
+While a capture writes the folder it holds an exclusive `flock` on `.capture.lock` in it
+(`interp.capture.run`), so a second capture into the same folder is refused.
 """
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +34,13 @@ from torch import Tensor
 from interp.capture.core import Rows, rebatch, to_rows
 from interp.config import TextSource
 from interp.errors import CacheError
-from sae.fsutil import write_bytes_atomically
+from sae.fsutil import json_kind, write_bytes_atomically
 
 FORMAT = "interp-activations"
 VERSION = 1
 MANIFEST = "manifest.json"
 TOKENS_KEY = "tokens"
+LOCK = ".capture.lock"
 
 
 def shard_name(index: int) -> str:
@@ -49,13 +55,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """`write_bytes_atomically` (no temporary file is left on an error), with an `OSError` (a
+    full disk, a read-only folder) turned into a `CacheError` that names the file."""
+    try:
+        write_bytes_atomically(path, data)
+    except OSError as err:
+        raise CacheError(
+            f"could not write {path} ({err.strerror or err}); make room or fix the folder, then "
+            "run the same capture with --resume to continue"
+        ) from err
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_file(path, json.dumps(data, indent=1).encode())
+
+
 def write_shard(path: Path, tensors: dict[str, Tensor]) -> str:
     """Save tensors atomically as safetensors; returns the file's sha256."""
     # Serialised in memory (peak memory is twice the shard) and written with Python's open, so
     # the file follows the umask (safetensors.save_file creates files 0600) and is hashed
     # without being read back.
     data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
-    write_bytes_atomically(path, data)
+    write_file(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -65,8 +87,100 @@ def remove_stale_temporaries(folder: Path) -> None:
         tmp.unlink()
 
 
+def _count(least: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _names(v: list) -> bool:
+    return bool(v) and all(isinstance(h, str) for h in v) and len(set(v)) == len(v)
+
+
+def _shape(v: Any) -> bool:
+    return isinstance(v, list) and all(_count(1)(n) for n in v)
+
+
+def _shapes(v: Any) -> bool:
+    return isinstance(v, dict) and all(_shape(shape) for shape in v.values())
+
+
+def _source(v: Any) -> bool:
+    if not isinstance(v, dict):
+        return False
+    strings = all(isinstance(v.get(k, ""), str) for k in ("dataset", "split", "text_field"))
+    return strings and _count(0)(v.get("seed", 0))
+
+
+_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "model": ("a string", lambda v: isinstance(v, str)),
+    "hooks": ("a list of hook names", lambda v: isinstance(v, list) and _names(v)),
+    "shapes": ("an object {hook: [size, ...]}", _shapes),
+    "dtype": ("a string", lambda v: isinstance(v, str)),
+    "ctx_len": ("an integer >= 2", _count(2)),
+    "bos_token_id": ("an integer or null", lambda v: v is None or _count(0)(v)),
+    "n_contexts": ("an integer >= 0", _count(0)),
+    "n_tokens": ("an integer >= 0", _count(0)),
+    "complete": ("true or false", lambda v: isinstance(v, bool)),
+    "shard_contexts": ("an integer >= 1", _count(1)),
+    "shards": ("a list", lambda v: isinstance(v, list)),
+    "source": ("an object {dataset, split, text_field, seed}", _source),
+    "config": ("an object", lambda v: isinstance(v, dict)),
+}
+"""What each manifest field must hold; `read_manifest` refuses anything else."""
+_OPTIONAL = ("source",)
+"""Fields that caches written before them lack (`CacheInfo.source` falls back on `config`)."""
+_SHA256 = re.compile("[0-9a-f]{64}")
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest, or None."""
+    if not isinstance(manifest, dict):
+        return f"it holds {json_kind(manifest)}, not an object"
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        return (
+            f"it is not an {FORMAT} v{VERSION} manifest (format={manifest.get('format')!r}, "
+            f"version={manifest.get('version')!r})"
+        )
+    for key, (what, ok) in _FIELDS.items():
+        if key not in manifest:
+            if key in _OPTIONAL:
+                continue
+            return f"it has no {key!r} field"
+        if not ok(manifest[key]):
+            return f"{key!r} should be {what}, not {json.dumps(manifest[key])[:60]}"
+    for index, entry in enumerate(manifest["shards"]):
+        if problem := _entry_problem(entry, index, manifest["shard_contexts"]):
+            return f"shard entry {index} {problem}"
+    return _consistency_problem(manifest)
+
+
+def _entry_problem(entry: Any, index: int, shard_contexts: int) -> str | None:
+    if not isinstance(entry, dict):
+        return f"is {json_kind(entry)}, not an object"
+    if entry.get("file") != shard_name(index):
+        return f"names file {entry.get('file')!r}, not {shard_name(index)!r}"
+    n = entry.get("n_contexts")
+    if not _count(1)(n) or n > shard_contexts:
+        return f"has n_contexts {n!r}, not an integer in 1..{shard_contexts}"
+    if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+        return f"has sha256 {entry.get('sha256')!r}, not 64 hex digits"
+    return None
+
+
+def _consistency_problem(manifest: dict[str, Any]) -> str | None:
+    listed = sum(entry["n_contexts"] for entry in manifest["shards"])
+    if manifest["n_contexts"] != listed:
+        return f"n_contexts is {manifest['n_contexts']}, but its shards hold {listed}"
+    if manifest["n_tokens"] != listed * manifest["ctx_len"]:
+        return f"n_tokens is {manifest['n_tokens']}, not n_contexts * ctx_len"
+    hooks, shaped = manifest["hooks"], set(manifest["shapes"])
+    if not shaped <= set(hooks) or (manifest["shards"] and shaped != set(hooks)):
+        return f"its shapes are for {sorted(shaped)}, but its hooks are {hooks}"
+    return None
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of a cache folder; `CacheError` if there is none or it is unreadable."""
+    """The manifest of a cache folder, checked field by field; `CacheError` naming the file if
+    there is none, or it is unreadable, of the wrong shape or inconsistent."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise CacheError(
@@ -74,13 +188,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"`interp capture --out {folder}`"
         )
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CacheError(f"{path} is not valid JSON ({err.msg}); the cache is corrupt") from err
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, too deep
+        problem: str | None = f"it is not valid JSON ({getattr(err, 'msg', err)})"
+    else:
+        problem = _manifest_problem(manifest)
+    if problem:
         raise CacheError(
-            f"{path} is not an {FORMAT} v{VERSION} manifest (format={manifest.get('format')!r}, "
-            f"version={manifest.get('version')!r})"
+            f"{path} is corrupt: {problem}. Delete the folder and capture again (or restore "
+            "the file)"
         )
     return manifest
 
@@ -183,16 +299,42 @@ def open_cache(
 
 
 def load_shard(info: CacheInfo, index: int) -> dict[str, Tensor]:
-    """One shard's tensors after checking its sha256: "tokens" and one entry per hook."""
+    """One shard's tensors after checking its sha256: "tokens" and one entry per hook, each of
+    the shape and dtype the manifest gives."""
     entry = info.shards[index]
     path = info.path / entry["file"]
-    data = path.read_bytes()
+    repair = f"delete it and run `interp capture --resume --out {info.path}` with the same options"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CacheError(f"shard {str(path)!r} is missing; {repair}") from None
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise CacheError(
-            f"shard {str(path)!r} is corrupt (its sha256 differs from the manifest's); delete "
-            f"it and run `interp capture --resume --out {info.path}` with the same options"
+            f"shard {str(path)!r} is corrupt (its sha256 differs from the manifest's); {repair}"
         )
-    return safetensors.torch.load(data)
+    try:
+        shard = safetensors.torch.load(data)
+        problem = _shard_problem(info, shard, entry["n_contexts"])
+    except (safetensors.SafetensorError, ValueError, RuntimeError, TypeError) as err:
+        problem = f"it is not a readable safetensors file ({err})"
+    if problem:
+        raise CacheError(f"shard {str(path)!r} is corrupt: {problem}; {repair}")
+    return shard
+
+
+def _shard_problem(info: CacheInfo, shard: dict[str, Tensor], n_contexts: int) -> str | None:
+    want = {TOKENS_KEY: [n_contexts, info.ctx_len]}
+    want |= {h: [n_contexts, info.ctx_len, *info.manifest["shapes"][h]] for h in info.hooks}
+    for key, shape in want.items():
+        if key not in shard:
+            return f"it has no {key!r} tensor"
+        if list(shard[key].shape) != shape:
+            return f"{key!r} has shape {list(shard[key].shape)}, not {shape}"
+    dtypes = {TOKENS_KEY: "int64"} | {h: info.manifest["dtype"] for h in info.hooks}
+    for key, dtype in dtypes.items():
+        if str(shard[key].dtype).removeprefix("torch.") != dtype:
+            return f"{key!r} is {shard[key].dtype}, not {dtype}"
+    return None
 
 
 def iter_shard_contexts(

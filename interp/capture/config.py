@@ -2,14 +2,16 @@
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from interp.config import JSONConfig, TextSource
+from interp.config import DecodeErrors, JSONConfig, TextSource
 from interp.errors import InterpError
 
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
-RESUMABLE_CHANGES = ("tokens", "resume", "out")
-"""Config fields that may differ when resuming: everything else fixes the data and its order."""
+RESUMABLE_CHANGES = ("tokens", "resume", "out", "force")
+"""Config fields that may differ when resuming: everything else fixes the data and its order
+(but `decode_errors` may leave 'strict': a strict run stopped at the first undecodable line, so
+the shards it wrote hold only text before that line, which every choice reads alike)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class CaptureConfig(JSONConfig):
     """Split of the embedded corpus (train/heldout) or of a hub dataset."""
     text_field: str = "text"
     """Field (.jsonl, hub) or column (.parquet) holding the text."""
+    decode_errors: DecodeErrors = "strict"
+    """A .txt/.jsonl line that is not UTF-8: 'strict' stops with an error naming the file and
+    line, 'replace' reads the bad bytes as U+FFFD, 'skip' drops the line."""
     ctx_len: int = 128
     """Tokens per context, BOS included."""
     tokens: int = 1_000_000
@@ -48,6 +53,8 @@ class CaptureConfig(JSONConfig):
     """Output folder of the cache."""
     resume: bool = False
     """Continue an interrupted capture in `out` (same options; `tokens` may grow)."""
+    force: bool = False
+    """Let --resume with fewer `tokens` than the cache holds delete the shards past them."""
 
     def __post_init__(self) -> None:
         for name in ("ctx_len", "tokens", "batch_size", "shard_tokens"):
@@ -55,13 +62,14 @@ class CaptureConfig(JSONConfig):
                 raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.ctx_len < 2:
             raise InterpError(f"ctx_len must be at least 2 (BOS plus text), got {self.ctx_len}")
-        valid = DtypeName.__args__  # type: ignore[attr-defined]
-        if self.dtype not in valid:
-            raise InterpError(f"dtype must be one of {valid}, got {self.dtype!r}")
+        for name, kind in (("dtype", DtypeName), ("decode_errors", DecodeErrors)):
+            valid = get_args(kind)
+            if getattr(self, name) not in valid:
+                raise InterpError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
 
     @property
     def source(self) -> TextSource:
-        return TextSource(self.dataset, self.split, self.text_field, self.seed)
+        return TextSource(**{name: getattr(self, name) for name in TextSource._fields})
 
     @property
     def n_contexts(self) -> int:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from interp.config import JSONConfig
+from interp.config import DecodeErrors, JSONConfig
 from interp.errors import InterpError
 from sae.config import SAEConfig, TrainConfig
 
@@ -65,6 +65,9 @@ class TrainSAEConfig(JSONConfig):
     """Split of the embedded corpus (train/heldout) or of a hub dataset."""
     text_field: str = "text"
     """Field (.jsonl, hub) or column (.parquet) holding the text."""
+    decode_errors: DecodeErrors = "strict"
+    """An undecodable line of a --dataset file: 'strict' stops with its file and line,
+    'replace' reads it with U+FFFD for the bad bytes, 'skip' drops it."""
     ctx_len: int = 128
     """Tokens per context, BOS included."""
     batch_size: int = 64

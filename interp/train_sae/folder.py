@@ -11,12 +11,13 @@
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from interp.config import config_diff
-from interp.errors import InterpError
+from interp.errors import InterpError, InterpWarning
 from interp.train_sae.config import RESUMABLE_CHANGES, TrainSAEConfig
 from sae.fsutil import write_text_atomically
 
@@ -65,7 +66,15 @@ def saved_config(run: str | Path) -> TrainSAEConfig:
     if not saved_path.is_file():
         raise InterpError(f"cannot resume {str(run)!r}: it has no {CONFIG_FILE} (not a run folder)")
     try:
-        return TrainSAEConfig.from_dict(json.loads(saved_path.read_text()))
+        data = json.loads(saved_path.read_text())
+        missing = sorted(
+            set(TrainSAEConfig().to_dict()) - set(data if isinstance(data, dict) else {})
+        )
+        if missing:
+            raise InterpError(f"{saved_path} lacks the fields {missing}; it is damaged")
+        return TrainSAEConfig.from_dict(data)
+    except InterpError:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as err:
         raise InterpError(
             f"cannot resume {str(run)!r}: {saved_path} is not a valid config ({err})"
@@ -115,10 +124,8 @@ class History:
     def _drop_from(self, step: int) -> None:
         if not self.path.exists():
             return
-        rows = self.path.read_text().splitlines()
-        kept = [r for r in rows if json.loads(r)["step"] < step]
-        if len(kept) < len(rows):
-            write_text_atomically(self.path, "".join(r + "\n" for r in kept))
+        kept = [row for row in read_history(self.path.parent) if row["step"] < step]
+        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def __call__(self, step: int, tokens: int, metrics: dict[str, dict[str, float]]) -> None:
         if self.first and rank() == 0:
@@ -131,7 +138,61 @@ class History:
             self.on_step(step, tokens, metrics)
 
 
+def _history_row(line: str) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("step"), int) and "metrics" in row
+    return row if ok else None
+
+
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of history.jsonl (none when the file is missing)."""
+    """The rows of history.jsonl (none when the file is missing). Lines that are not rows (the
+    half-written last line of a killed run, a damaged line) are left out with an `InterpWarning`
+    naming the file and the lines: the curves are a record, not a reason to stop."""
     path = Path(run_dir) / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if not path.exists():
+        return []
+    rows, bad = [], []
+    for number, line in enumerate(path.read_bytes().decode(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = _history_row(line)
+        if row is None:
+            bad.append(number)
+        else:
+            rows.append(row)
+    if bad:
+        warnings.warn(
+            f"{path}: lines {bad[:5]} are not history rows; left out", InterpWarning, stacklevel=2
+        )
+    return rows
+
+
+def check_checkpoint_matches(run_dir: Path, saes: dict[str, Any]) -> None:
+    """The run's cfg.json must describe the SAEs its checkpoint holds (same hooks and shapes);
+    a damaged or edited cfg.json is refused here instead of failing later."""
+    from sae.checkpoint import checkpoint_folders
+
+    folders = checkpoint_folders(run_dir)
+    if not folders:
+        return
+    held = {p.parent.name: p for p in (folders[0] / "saes").glob("*/sae_config.json")}
+    if set(held) != set(saes):
+        raise InterpError(
+            f"{run_dir / CONFIG_FILE} names the hooks {sorted(saes)} but the checkpoint "
+            f"{folders[0]} holds {sorted(held)}; the config is damaged or edited"
+        )
+    for name, path in held.items():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged checkpoint file: the resume's checksums deal with it
+        want = saes[name].to_dict()
+        diff = [k for k in ("arch", "d_in", "d_sae", "k") if saved.get(k) != want.get(k)]
+        if diff:
+            raise InterpError(
+                f"{run_dir / CONFIG_FILE} does not match the checkpoint's SAE {name!r} "
+                f"({', '.join(f'{k}: {saved.get(k)!r} vs {want.get(k)!r}' for k in diff)})"
+            )

@@ -55,6 +55,8 @@ def prepare(cfg: TrainSAEConfig) -> Prepared:
     widths = d_in(model, hooks)
     saes = {h: cfg.sae_config(h, widths[h], dataset) for h in hooks}
     run_dir = run or (Path(cfg.out) if cfg.out else folder.default_out(cfg, hooks))
+    if run is not None:
+        folder.check_checkpoint_matches(run_dir, saes)
     return Prepared(model, hooks, run_dir, saes)
 
 

@@ -30,7 +30,7 @@ def text_source(cfg: TrainSAEConfig) -> TextSource:
     """The run's text: the cache's source with --from-cache, else --dataset's."""
     if cfg.from_cache:
         return open_cache(cfg.from_cache).source
-    return TextSource(cfg.dataset, cfg.split, cfg.text_field, cfg.seed)
+    return TextSource(cfg.dataset, cfg.split, cfg.text_field, cfg.seed, cfg.decode_errors)
 
 
 def contexts(model: Any, source: TextSource, ctx_len: int) -> Iterator[torch.Tensor]:
