@@ -154,8 +154,9 @@ def test_train_sae_cli_on_cuda(tiny_dirs, tmp_path):
 
     from interp.cli import app
     from interp.models import load_model
+    from interp.train_sae.config import TrainSAEConfig
     from interp.train_sae.evaluate import evaluate_sae
-    from interp.train_sae.run import TrainSAEConfig, _train_contexts_used, eval_batches
+    from interp.train_sae.source import eval_batches, train_contexts_used
     from sae.io import load_sae
 
     out = tmp_path / "run"
@@ -166,10 +167,10 @@ def test_train_sae_cli_on_cuda(tiny_dirs, tmp_path):
     assert result.exit_code == 0, result.output
     hook = "blocks.1.hook_resid_post"
     metrics = json.loads((out / "saes" / hook / "metrics.json").read_text())
-    cfg = TrainSAEConfig.from_dict(json.loads((out / "train_sae.json").read_text()))
+    cfg = TrainSAEConfig.from_dict(json.loads((out / "cfg.json").read_text()))
     model = load_model(str(tiny_dirs["llama"]), device="cpu", dtype="float32")
     sae = load_sae(out / "saes" / hook, device="cpu")
-    batches = eval_batches(model, cfg, _train_contexts_used(cfg))
+    batches = eval_batches(model, cfg, train_contexts_used(cfg))
     cpu = evaluate_sae(model, sae, hook, batches).metrics.scalars()
     # the run evaluated with the model in bf16 on the GPU; here float32 on the CPU
     assert abs(metrics["explained_variance"] - cpu["explained_variance"]) < 0.02
