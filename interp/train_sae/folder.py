@@ -121,6 +121,13 @@ class History:
         self.path, self.on_step, self.every = path, on_step, every
         self.first = True
 
+    def repair(self) -> None:
+        """Rewrite history.jsonl without the lines that are not rows (a resumed run's file may
+        end in the half-written line of the killed process)."""
+        if self.path.exists() and rank() == 0:
+            rows = read_history(self.path.parent)
+            write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
     def _drop_from(self, step: int) -> None:
         if not self.path.exists():
             return

@@ -87,6 +87,7 @@ def _train(cfg, model, hooks, run_dir, sae_cfgs, on_step):
     every = max(1, cfg.train.total_steps // 200)
     history = folder.History(run_dir / "history.jsonl", on_step, every)
     if cfg.resume and checkpoint_folders(run_dir):
+        history.repair()
         saved = folder.saved_config(run_dir)
         lr = cfg.train.lr if cfg.train.lr != saved.train.lr else None
         return resume(run_dir, batches, on_step=history, lr=lr)
