@@ -227,15 +227,15 @@ class Intervention:
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_TENSORS:
-            raise ValueError(f"unknown kind {self.kind!r}; valid kinds: {', '.join(KIND_TENSORS)}")
+            raise InterpError(f"unknown kind {self.kind!r}; valid kinds: {', '.join(KIND_TENSORS)}")
         want, got = set(KIND_TENSORS[self.kind]), set(self.tensors)
         if want != got or not all(isinstance(t, Tensor) for t in self.tensors.values()):
-            raise ValueError(
+            raise InterpError(
                 f"kind {self.kind!r} takes the tensors {sorted(want)}, got {sorted(got)} "
                 f"(kinds and their tensors: {KIND_TENSORS})"
             )
         if self.kind != "add" and self.scale != 1.0:
-            raise ValueError(f"scale applies to 'add' only, not to {self.kind!r}")
+            raise InterpError(f"scale applies to 'add' only, not to {self.kind!r}")
         object.__setattr__(self, "tensors", dict(self.tensors))
         select = Select(self.rows, self.positions, self.heads)
         for axis in ("rows", "positions", "heads"):
