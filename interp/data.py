@@ -159,6 +159,13 @@ def _hub_documents(name: str, split: str, text_field: str) -> Iterator[str]:
         f"could not load dataset {name!r} from the hub; no network, or no such dataset — pass "
         f"a local {', '.join(FILE_SUFFIXES)} file or 'default' (the embedded corpus)"
     )
+    from huggingface_hub import constants
+
+    from interp.models import check_hub_name, hub_reachable
+
+    check_hub_name(name, "dataset", DataError)
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
+        raise OfflineError(f"{hint} (the hub's host does not answer)")
     try:
         rows = iter(datasets.load_dataset(name, split=split, streaming=True))
         first = next(rows)

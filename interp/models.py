@@ -116,6 +116,21 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def check_hub_name(name: str, what: str, error: type[Exception] = ModelLoadError) -> str:
+    """`name` if it can name a hub repository, else `error` saying what a name looks like."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise error(
+            f"{what} {name!r} is neither an existing local path nor a hub name (hub names look "
+            "like 'gpt2' or 'org/name': letters, digits, '-', '_', '.', not starting with "
+            "'-' or '.')"
+        ) from None
+    return name
+
+
 def _from_hub(name: str, load: Callable[[str], Any]) -> Any:
     """`load(name)` for a hub name, with the hub's failures as `OfflineError`/`ModelLoadError`."""
     from huggingface_hub import constants
@@ -124,6 +139,7 @@ def _from_hub(name: str, load: Callable[[str], Any]) -> Any:
         f"could not reach the hub for {name!r}; no network — pass a local folder "
         "(no local folder of that name exists)"
     )
+    check_hub_name(name, "model")
     if constants.HF_HUB_OFFLINE and not _in_hub_cache(name):
         raise OfflineError(f"{hint} (HF_HUB_OFFLINE is set and the model is not cached)")
     if not _in_hub_cache(name) and not hub_reachable():

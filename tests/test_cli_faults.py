@@ -74,3 +74,19 @@ def test_hostile_option_values_are_refused_cleanly(no_model, tmp_path_factory, c
         assert res.exit_code == 2, (args, res.output)
         assert "error" in res.output.lower() or "usage" in res.output.lower(), res.output
     assert not out.exists() or not any(out.iterdir()), (args, sorted(out.iterdir()))
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["capture", "--layer", "1"], "--dataset"),
+        (["train-sae"], "--dataset"),
+        (["train-sae"], "--model"),
+    ],
+)
+def test_a_name_that_is_no_path_nor_hub_name_is_one_line(tmp_path, command, option):
+    """Found by the test above: '-inf' made huggingface_hub raise its own validation error."""
+    res = runner.invoke(app, [*command, option, "-inf", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "'-inf' is neither an existing local path nor a hub name" in " ".join(res.output.split())
+    assert not (tmp_path / "run").exists()
