@@ -93,8 +93,8 @@ def _train(cfg, model, hooks, run_dir, sae_cfgs, on_step):
         return resume(run_dir, batches, on_step=history, lr=lr)
     if not cfg.resume:
         folder.create(run_dir, cfg)
-    # A fresh run, or one killed before its step-0 checkpoint: nothing was trained yet.
-    (run_dir / "history.jsonl").unlink(missing_ok=True)
+    if folder.rank() == 0:  # a fresh run, or one killed before its step-0 checkpoint
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
     return train(sae_cfgs, cfg.train_config(), batches, run_dir=run_dir, on_step=history)
 
 
