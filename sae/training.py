@@ -79,6 +79,22 @@ DIVERGENCE_STEPS = 10
 """Consecutive diverged steps that stop a run. The recoverable spikes above last one or two."""
 
 
+def _reconstruction_sums(x: Tensor, x_hat: Tensor) -> Tensor:
+    """[sse, sum ||x||^2, sum_n x_n (d_in)] of one rank's rows, in float64, to be all-reduced."""
+    xd = x.double()
+    sums = torch.stack([(xd - x_hat.double()).pow(2).sum(), xd.pow(2).sum()])
+    return torch.cat([sums, xd.sum(0)])
+
+
+def _ratio_and_ev(sums: Tensor, n: int) -> tuple[float, float]:
+    """(divergence ratio sse / sum ||x||^2, explained variance 1 - sse / sum ||x - mean||^2)
+    from the global `_reconstruction_sums` of n rows."""
+    sse, sum_sq = sums[0].item(), sums[1].item()
+    variance = sum_sq - sums[2:].pow(2).sum().item() / n
+    ev = 1.0 - sse / variance if variance > 0 else float("nan")
+    return (sse / sum_sq if sum_sq > 0 else 0.0), ev
+
+
 class TrainResult(NamedTuple):
     """What a finished run returns."""
 
@@ -310,14 +326,10 @@ class Trainer:
         for name, x in self.last_inputs.items():
             with self._autocast(x.device):
                 x_hat = self.state.saes[name](x)
-            xd = x.double()
-            sums = torch.stack([(xd - x_hat.double()).pow(2).sum(), xd.pow(2).sum()])
-            sums = all_reduce_(torch.cat([sums, xd.sum(0)]))
-            sse, sum_sq = sums[:2].tolist()
-            variance = sum_sq - sums[2:].pow(2).sum().item() / self.cfg.batch_tokens
-            ratio = sse / sum_sq if sum_sq > 0 else 0.0
+            sums = all_reduce_(_reconstruction_sums(x, x_hat))
+            ratio, ev = _ratio_and_ev(sums, self.cfg.batch_tokens)
             if not ratio <= DIVERGENCE_RATIO:  # NaN too
-                return name, ratio, 1.0 - sse / variance if variance > 0 else float("nan")
+                return name, ratio, ev
         return None
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -332,20 +344,18 @@ class Trainer:
         """Loss terms (mean over ranks of local means), l0 and explained variance of the global
         batch, the global per-latent firing counts, and the divergence ratio sse / sum ||x||^2
         (see DIVERGENCE_RATIO); one all-reduce."""
-        xd, d_in = x.double(), x.shape[-1]
+        d_in = x.shape[-1]
         losses = torch.stack([total, terms.mse, terms.sparsity, terms.auxk]).double()
-        sums = torch.stack([(xd - terms.x_hat.double()).pow(2).sum(), xd.pow(2).sum()])
-        packed = torch.cat([losses / self.world_size, sums, xd.sum(0), terms.fired.double()])
+        sums = _reconstruction_sums(x, terms.x_hat)
+        packed = torch.cat([losses / self.world_size, sums, terms.fired.double()])
         all_reduce_(packed)
         n = self.cfg.batch_tokens
-        sse, sum_sq = packed[4].item(), packed[5].item()
-        sum_x, fired = packed[6 : 6 + d_in], packed[6 + d_in :]
-        variance = sum_sq - sum_x.pow(2).sum().item() / n
+        fired = packed[6 + d_in :]
+        ratio, ev = _ratio_and_ev(packed[4 : 6 + d_in], n)
         keys = ("loss", "mse", "sparsity", "auxk")
         metrics = dict(zip(keys, packed[:4].tolist(), strict=True))
         metrics["l0"] = fired.sum().item() / n
-        metrics["explained_variance"] = 1.0 - sse / variance if variance > 0 else float("nan")
-        ratio = sse / sum_sq if sum_sq > 0 else 0.0
+        metrics["explained_variance"] = ev
         return metrics, fired.round().long().cpu(), ratio
 
     def _checkpoint_if_needed(self, stop: StopRequest) -> None:
