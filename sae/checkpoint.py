@@ -45,6 +45,7 @@ from sae.fsutil import (
     finite_or_none,
     load_json,
     save_safetensors,
+    sha256_file,
     write_dir_atomically,
     write_text_atomically,
 )
@@ -125,15 +126,6 @@ def _load_optimizer(path: Path, device: str) -> dict[str, Any]:
     for group in groups:
         group["betas"] = tuple(group["betas"]) if "betas" in group else None
     return {"state": state, "param_groups": groups}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _meta_digest(meta: dict[str, Any]) -> str:

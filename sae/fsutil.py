@@ -2,6 +2,7 @@
 reads that name the file when it is not what it should be."""
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -41,6 +42,15 @@ def write_dir_atomically(folder: Path, write: Callable[[Path], None], overwrite:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:

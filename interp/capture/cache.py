@@ -47,14 +47,6 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_file(path: Path, data: bytes) -> None:
     """`write_bytes_atomically` (no temporary file is left on an error), with an `OSError` (a
     full disk, a read-only folder) turned into a `CacheError` that names the file."""

@@ -32,6 +32,7 @@ from interp.config import config_diff
 from interp.data import batched, iter_contexts
 from interp.errors import CacheError, InterpError
 from interp.hooks import hook_names
+from sae.fsutil import sha256_file
 
 
 class CaptureResult(NamedTuple):
@@ -216,7 +217,7 @@ def _shard_is_done(out: Path, done: dict[str, Any] | None, n_contexts: int) -> b
         done is not None
         and done["n_contexts"] == n_contexts
         and (out / done["file"]).is_file()
-        and ac.sha256_file(out / done["file"]) == done["sha256"]
+        and sha256_file(out / done["file"]) == done["sha256"]
     )
 
 
