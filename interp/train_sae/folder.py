@@ -19,7 +19,7 @@ from typing import Any
 from interp.config import config_diff
 from interp.errors import InterpError, InterpWarning
 from interp.train_sae.config import RESUMABLE_CHANGES, TrainSAEConfig
-from sae.fsutil import write_text_atomically
+from sae.fsutil import load_json, write_text_atomically
 
 CONFIG_FILE = "cfg.json"
 OnStep = Callable[[int, int, dict[str, dict[str, float]]], None]
@@ -65,17 +65,13 @@ def saved_config(run: str | Path) -> TrainSAEConfig:
     saved_path = run / CONFIG_FILE
     if not saved_path.is_file():
         raise InterpError(f"cannot resume {str(run)!r}: it has no {CONFIG_FILE} (not a run folder)")
+    data = load_json(saved_path)  # FileFormatError naming the file: not JSON, not an object
+    missing = sorted(set(TrainSAEConfig().to_dict()) - set(data))
+    if missing:
+        raise InterpError(f"{saved_path} lacks the fields {missing}; it is damaged")
     try:
-        data = json.loads(saved_path.read_text())
-        missing = sorted(
-            set(TrainSAEConfig().to_dict()) - set(data if isinstance(data, dict) else {})
-        )
-        if missing:
-            raise InterpError(f"{saved_path} lacks the fields {missing}; it is damaged")
         return TrainSAEConfig.from_dict(data)
-    except InterpError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:
         raise InterpError(
             f"cannot resume {str(run)!r}: {saved_path} is not a valid config ({err})"
         ) from err
