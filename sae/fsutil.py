@@ -63,7 +63,9 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as err:
-        raise oserror_with_path(err, path) from err
+        # Name the file the caller asked for, not the hidden temporary one.
+        named = err if err.filename != str(tmp) else type(err)(err.errno, err.strerror, str(path))
+        raise oserror_with_path(named, path) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
