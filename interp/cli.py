@@ -31,3 +31,52 @@ for register in (
     register_evals,
 ):
     register(app)
+
+
+def _doctor(cfg) -> None:
+    """Versions, devices, whether the default model loads and whether the hub answers."""
+    from rich.table import Table
+
+    from interp.cli_common import stdout
+    from interp.doctor import diagnose
+
+    d = diagnose(cfg)
+    table = Table(title="interp doctor", show_header=False)
+    table.add_column("what")
+    table.add_column("found")
+    table.add_row("python", f"{d.python} ({d.platform})")
+    for dist, version in d.versions.items():
+        table.add_row(dist, version or "[red]not installed[/]")
+    table.add_row("torch build", d.torch_build)
+    gpus = "; ".join(f"cuda:{g.index} {g.name}, {g.memory_gib:.1f} GiB" for g in d.gpus)
+    table.add_row("CUDA", gpus if d.cuda_available else "not available")
+    table.add_row("CPU threads", str(d.cpu_threads))
+    table.add_row("--device auto", d.default_device)
+    if cfg.model:
+        model = (
+            f"loads ({d.default_model_seconds:.1f} s)"
+            if d.default_model_loads
+            else f"[red]does not load[/]: {d.default_model_error}"
+        )
+        table.add_row("default model", model)
+    if d.hub_reachable is not None:
+        hub = (
+            "reachable" if d.hub_reachable else "not reachable (hub names fail; local folders work)"
+        )
+        table.add_row("Hugging Face hub", hub)
+    out = stdout()
+    out.print(table)
+    for problem in d.problems:
+        out.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if d.problems:
+        raise typer.Exit(code=1)
+
+
+def _register_doctor() -> None:
+    from interp.cli_common import config_command
+    from interp.doctor import DoctorConfig
+
+    app.command("doctor")(config_command(DoctorConfig, _doctor))
+
+
+_register_doctor()
