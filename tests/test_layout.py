@@ -25,7 +25,7 @@ UPSTREAM = {
     "align": {"capture", "steering", "evals"},
 }
 """Each capability folder and the capabilities it may import (the flow in DESIGN.md)."""
-CLI_MODULES = ("interp.cli", "interp.cli_common")
+CLI_MODULES = ("interp.cli", "interp.cli_common", "interp.cli_reference")
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -52,7 +52,7 @@ def _modules(folder: str) -> list[Path]:
 
 
 def _is_cli(path: Path) -> bool:
-    return path.name in ("cli.py", "cli_common.py", "__main__.py")
+    return path.name in ("cli.py", "cli_common.py", "cli_reference.py", "__main__.py")
 
 
 def _capability(module: str) -> str | None:
