@@ -131,3 +131,64 @@ class EvalAccumulator:
         recovered = metrics.ce_loss_recovered(clean, spliced, zero) if zero != clean else None
         values = (clean, spliced, zero, recovered, metrics.delta_lm_loss(clean, spliced))
         return dict(zip(keys, values, strict=True))
+
+
+class ContextJackknife:
+    """Standard errors of explained variance, CE loss recovered and delta LM loss, by the
+    jackknife over contexts (a context is the unit: its tokens are not independent of each other).
+
+    Per context it keeps the sufficient statistics (token count, sum of squared errors, sum of x,
+    sum of ||x||^2, and the token sums of the three LM losses), so that each leave-one-context-out
+    estimate is exact: `standard_errors()` recomputes every metric with one context left out, for
+    every context, and passes them to `sae.metrics.jackknife_se`.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[
+            Tensor
+        ] = []  # per context: [n, sq_err, sum ||x||^2, ce_clean, ce_spliced, ce_zero, n_ce]
+        self.sums: list[Tensor] = []  # per context: sum of x, [d_in]
+
+    @torch.no_grad()
+    def update(
+        self,
+        x: Float[Tensor, "ctx pos d_in"],
+        x_hat: Float[Tensor, "ctx pos d_in"],
+        ce: Float[Tensor, "ctx 3"] | None = None,
+        ce_tokens: Tensor | None = None,
+    ) -> None:
+        """Add contexts: their activations and reconstructions and, optionally, the token sums of
+        the clean, spliced and zero-ablated LM losses with their token counts."""
+        x, x_hat = x.double().cpu(), x_hat.double().cpu()
+        n_ctx, pos = x.shape[:2]
+        ce = torch.zeros(n_ctx, 3) if ce is None else ce
+        ce_tokens = torch.zeros(n_ctx) if ce_tokens is None else ce_tokens
+        row = torch.stack(
+            [
+                torch.full((n_ctx,), float(pos), dtype=torch.float64),
+                (x - x_hat).pow(2).sum((1, 2)),
+                x.pow(2).sum((1, 2)),
+                *ce.double().cpu().unbind(-1),
+                ce_tokens.double().cpu(),
+            ],
+            -1,
+        )
+        self.rows.append(row)
+        self.sums.append(x.sum(1))
+
+    def standard_errors(self) -> dict[str, float]:
+        """{"explained_variance", "ce_loss_recovered", "delta_lm_loss"} -> jackknife SE (NaN with
+        fewer than two contexts, or without LM losses for the CE ones)."""
+        rows, sums = torch.cat(self.rows), torch.cat(self.sums)
+        rest, rest_sum = rows.sum(0) - rows, sums.sum(0) - sums
+        n, sq_err, sxx = rest[:, 0], rest[:, 1], rest[:, 2]
+        tss = sxx - rest_sum.pow(2).sum(-1) / n
+        out = {"explained_variance": metrics.jackknife_se(1.0 - sq_err / tss)}
+        ce_n = rest[:, 6]
+        if bool((ce_n > 0).all()):
+            clean, spliced, zero = (rest[:, 3:6] / ce_n[:, None]).unbind(-1)
+            out["ce_loss_recovered"] = metrics.jackknife_se((zero - spliced) / (zero - clean))
+            out["delta_lm_loss"] = metrics.jackknife_se(spliced - clean)
+        else:
+            out["ce_loss_recovered"] = out["delta_lm_loss"] = float("nan")
+        return out

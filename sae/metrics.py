@@ -6,6 +6,7 @@ different shapes raise a ValueError naming the shapes. `sae.eval_stream.EvalAccu
 computes the same quantities over many batches.
 """
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -121,3 +122,14 @@ def ce_loss_recovered(ce_clean: float, ce_spliced: float, ce_zero: float) -> flo
 def delta_lm_loss(ce_clean: float, ce_spliced: float) -> float:
     """ce_spliced - ce_clean, the LM loss added by replacing the activation with the SAE's."""
     return ce_spliced - ce_clean
+
+
+def jackknife_se(leave_one_out: Float[Tensor, " n"]) -> float:
+    """Standard error from leave-one-out estimates theta_(i), i = 1..n:
+    sqrt((n - 1) / n * sum_i (theta_(i) - mean_i theta_(i))^2) (Efron & Stein; for the sample mean
+    it equals the classic s / sqrt(n)). NaN when n < 2."""
+    n = leave_one_out.numel()
+    if n < 2:
+        return float("nan")
+    t = leave_one_out.double()
+    return math.sqrt((n - 1) / n * (t - t.mean()).pow(2).sum().item())

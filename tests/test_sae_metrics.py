@@ -113,3 +113,45 @@ def test_accumulator_errors():
         acc.compute()
     with pytest.raises(ValueError, match="expected x, x_hat"):
         acc.update(X, X_HAT, torch.ones(2, 4))
+
+
+def test_jackknife_se_of_the_mean_is_the_classic_standard_error():
+    from sae.metrics import jackknife_se
+
+    x = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3 + 1
+    loo = (x.sum() - x) / (len(x) - 1)
+    assert jackknife_se(loo) == pytest.approx((x.std() / len(x) ** 0.5).item(), rel=1e-12)
+
+
+def test_context_jackknife_equals_brute_force_leave_one_context_out():
+    """Each leave-one-context-out EV and CE recovered, recomputed from scratch with
+    sae.metrics on the remaining contexts, gives the same standard errors."""
+    from sae.eval_stream import ContextJackknife
+    from sae.metrics import ce_loss_recovered, delta_lm_loss, explained_variance, jackknife_se
+
+    g = torch.Generator().manual_seed(1)
+    ctx, pos, d = 12, 7, 5
+    x = torch.randn(ctx, pos, d, generator=g, dtype=torch.float64) + 4.0
+    x_hat = x + 0.3 * torch.randn(ctx, pos, d, generator=g, dtype=torch.float64)
+    ce = (
+        torch.rand(ctx, 3, generator=g, dtype=torch.float64) * pos
+        + torch.tensor([1.0, 2.0, 6.0]) * pos
+    )
+    jk = ContextJackknife()
+    jk.update(x[:5], x_hat[:5], ce[:5], torch.full((5,), pos))
+    jk.update(x[5:], x_hat[5:], ce[5:], torch.full((ctx - 5,), pos))
+    got = jk.standard_errors()
+
+    keep = [torch.arange(ctx) != i for i in range(ctx)]
+    ev = torch.tensor(
+        [explained_variance(x[k].reshape(-1, d), x_hat[k].reshape(-1, d)) for k in keep],
+        dtype=torch.float64,
+    )
+    means = [ce[k].sum(0) / (k.sum() * pos) for k in keep]
+    rec = torch.tensor([ce_loss_recovered(*m.tolist()) for m in means], dtype=torch.float64)
+    delta = torch.tensor(
+        [delta_lm_loss(m[0].item(), m[1].item()) for m in means], dtype=torch.float64
+    )
+    assert got["explained_variance"] == pytest.approx(jackknife_se(ev), rel=1e-9)
+    assert got["ce_loss_recovered"] == pytest.approx(jackknife_se(rec), rel=1e-9)
+    assert got["delta_lm_loss"] == pytest.approx(jackknife_se(delta), rel=1e-9)

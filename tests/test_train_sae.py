@@ -93,6 +93,19 @@ def _check_ev_against_saelens(run_dir: Path, model, start: int) -> dict:
     assert metrics["n_tokens"] == x.shape[0]
     # float32 sums over ~1k tokens: agreement to 1e-4 is float rounding, not method.
     assert metrics["explained_variance"] == pytest.approx(ev.item(), abs=1e-4)
+    # Its standard error: the jackknife over held-out contexts, recomputed here from SAELens's
+    # reconstruction with each context left out in turn.
+    ctx_x = cache[HOOK][:, 1:].double()
+    ctx_err = (ctx_x - x_hat.reshape(ctx_x.shape).double()).pow(2)
+    loo = []
+    for i in range(ctx_x.shape[0]):
+        keep = torch.arange(ctx_x.shape[0]) != i
+        rest = ctx_x[keep].reshape(-1, ctx_x.shape[-1])
+        loo.append(1 - ctx_err[keep].sum() / (rest - rest.mean(0)).pow(2).sum())
+    loo = torch.stack(loo)
+    n = len(loo)
+    se = ((n - 1) / n * (loo - loo.mean()).pow(2).sum()).sqrt().item()
+    assert metrics["explained_variance_se"] == pytest.approx(se, rel=1e-3)
     return metrics
 
 

@@ -20,23 +20,20 @@ def _stats(metrics: dict[str, dict[str, float]]) -> str:
     )
 
 
-def _summary(result, headline: tuple[str, ...]) -> Table:
-    table = Table(title=f"Held-out metrics, {result.run_dir}")
+def _summary(result) -> Table:
+    from interp.train_sae.evaluate import HEADLINE_METRICS, metric_text
+
+    table = Table(title=f"Held-out metrics, {result.run_dir} (± jackknife standard error)")
     table.add_column("metric")
     for hook in result.metrics:
         table.add_column(hook, justify="right")
-    for key in headline:
-        values = [result.metrics[h].get(key) for h in result.metrics]
-        cells = (
-            "n/a" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:.4f}" for v in values
-        )
-        table.add_row(key, *cells)
+    for key in HEADLINE_METRICS:
+        table.add_row(key, *(metric_text(m, key) for m in result.metrics.values()))
     return table
 
 
 def run(cfg: TrainSAEConfig) -> None:
     """Train sparse autoencoders on a model's activations (SAELens-format output, resumable)."""
-    from interp.train_sae.evaluate import HEADLINE_METRICS
     from interp.train_sae.run import train_sae_run
 
     total = cfg.train.total_tokens
@@ -46,7 +43,7 @@ def run(cfg: TrainSAEConfig) -> None:
         )
     if result.metrics:
         out = stdout()
-        out.print(_summary(result, HEADLINE_METRICS))
+        out.print(_summary(result))
         for hook, path in result.sae_dirs.items():
             out.print(f"wrote {hook}: {path} (SAELens format)", highlight=False, soft_wrap=True)
         out.print(f"report: {result.run_dir / 'report.html'}", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ spliced and the ablated run: SAEs are trained without BOS (its residual norm is 
 SAELens's evals exclude it.
 """
 
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ from interp.interventions import intervene, replace, store, zero_ablate
 from interp.metrics import next_token_ce, next_token_kl
 from interp.train_sae.config import TrainSAEConfig
 from interp.train_sae.source import eval_batches, heldout_start
-from sae.eval_stream import EvalAccumulator, EvalMetrics
+from sae.eval_stream import ContextJackknife, EvalAccumulator, EvalMetrics
 from sae.fsutil import dump_json
 from sae.io import METRICS_FILENAME, load_metrics
 
@@ -42,14 +43,28 @@ HEADLINE_METRICS = (
 """The held-out metrics shown by the CLI table and the HTML report, in this order."""
 
 
+def metric_text(metrics: dict[str, Any], key: str) -> str:
+    """One held-out metric as shown in the CLI table and the HTML report: `0.9906 ± 0.0004` when
+    the metric has a finite standard error (`<key>_se`), `n/a` when it is missing."""
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}"
+    se = metrics.get(f"{key}_se")
+    return f"{value:.4f} ± {se:.4f}" if se is not None and math.isfinite(se) else f"{value:.4f}"
+
+
 class LMLosses(NamedTuple):
-    """Mean next-token cross-entropy (nats/token) of one batch, and KL(clean || spliced)."""
+    """Mean next-token cross-entropy (nats/token) of one batch, and KL(clean || spliced);
+    `per_context` holds each context's token sums of the three losses [ctx, 3]."""
 
     ce_clean: float
     ce_spliced: float
     ce_zero: float
     kl: float
     n_tokens: int
+    per_context: Tensor
 
 
 def _splice(sae) -> Callable[[Tensor], Tensor]:
@@ -69,12 +84,12 @@ def _three_runs(model, tokens: Tensor, hook_name: str, sae) -> tuple[Tensor, LML
         spliced = model(tokens)
     with intervene(model, {hook_name: zero_ablate(SPLICE_POSITIONS)}):
         zeroed = model(tokens)
+    ce = [next_token_ce(logits, tokens) for logits in (clean, spliced, zeroed)]
     losses = LMLosses(
-        ce_clean=next_token_ce(clean, tokens).mean().item(),
-        ce_spliced=next_token_ce(spliced, tokens).mean().item(),
-        ce_zero=next_token_ce(zeroed, tokens).mean().item(),
+        *(c.mean().item() for c in ce),
         kl=next_token_kl(clean, spliced).mean().item(),
         n_tokens=tokens[:, 1:].numel(),
+        per_context=torch.stack([c.double().sum(1) for c in ce], -1),
     )
     return captured["x"], losses
 
@@ -82,6 +97,8 @@ def _three_runs(model, tokens: Tensor, hook_name: str, sae) -> tuple[Tensor, LML
 class SAEEval(NamedTuple):
     metrics: EvalMetrics
     kl: float
+    standard_errors: dict[str, float]
+    """Jackknife standard errors over held-out contexts (`sae.eval_stream.ContextJackknife`)."""
 
 
 @torch.inference_mode()
@@ -90,19 +107,25 @@ def evaluate_sae(
 ) -> SAEEval:
     """Every metric of one SAE on held-out token batches: reconstruction metrics over non-BOS
     positions, plus the LM losses with the SAE spliced in (KL is the token-weighted mean of
-    KL(clean || spliced), `interp.metrics.next_token_kl`)."""
+    KL(clean || spliced), `interp.metrics.next_token_kl`), and the standard errors of EV, CE
+    loss recovered and delta LM loss by the jackknife over contexts."""
     acc = EvalAccumulator(sae.cfg.d_in, sae.cfg.d_sae)
+    jackknife = ContextJackknife()
     kl_sum, kl_tokens = 0.0, 0
     device = model_device(model)
     for tokens in token_batches:
         x, losses = _three_runs(model, tokens.to(device), hook_name, sae)
-        x = x[:, SPLICE_POSITIONS].reshape(-1, sae.cfg.d_in).to(sae.W_enc.dtype)
-        acts = sae.encode(x)
-        acc.update(x, sae.decode(acts), acts)
+        x = x[:, SPLICE_POSITIONS].to(sae.W_enc.dtype)
+        flat = x.reshape(-1, sae.cfg.d_in)
+        acts = sae.encode(flat)
+        x_hat = sae.decode(acts)
+        acc.update(flat, x_hat, acts)
+        ctx_tokens = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+        jackknife.update(x, x_hat.reshape(x.shape), losses.per_context, ctx_tokens)
         acc.update_ce(losses.ce_clean, losses.ce_spliced, losses.ce_zero, losses.n_tokens)
         kl_sum += losses.kl * losses.n_tokens
         kl_tokens += losses.n_tokens
-    return SAEEval(acc.compute(), kl_sum / max(kl_tokens, 1))
+    return SAEEval(acc.compute(), kl_sum / max(kl_tokens, 1), jackknife.standard_errors())
 
 
 def evaluate_run(
@@ -124,6 +147,7 @@ def evaluate_run(
         metrics = {
             **result.metrics.scalars(),
             "kl_div": result.kl,
+            **{f"{name}_se": se for name, se in result.standard_errors.items()},
             "hook_name": hook,
             "eval_contexts_start": skip,
         }

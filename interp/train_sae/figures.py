@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from interp.train_sae.evaluate import HEADLINE_METRICS
+from interp.train_sae.evaluate import HEADLINE_METRICS, metric_text
 from interp.viz.colors import series_color
 from interp.viz.html import write_html
 from sae.metrics import log_feature_density
@@ -66,7 +66,7 @@ def sae_report(
             col=1,
         )
     keys = HEADLINE_METRICS
-    cells = [list(keys)] + [[_fmt(metrics[h].get(k)) for k in keys] for h in metrics]
+    cells = [list(keys)] + [[metric_text(metrics[h], k) for k in keys] for h in metrics]
     fig.add_trace(
         go.Table(header={"values": ["metric", *metrics]}, cells={"values": cells}), row=3, col=2
     )
@@ -75,12 +75,6 @@ def sae_report(
             fig.update_xaxes(title_text="training tokens", row=row, col=col)
     fig.update_layout(height=1000, title="SAE training report", barmode="overlay")
     return fig
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
 def write_report(
