@@ -12,6 +12,7 @@ _EXPORTS = {
     "train_sae_run": "interp.train_sae.run:train_sae_run",
     "TrainSAEResult": "interp.train_sae.run:TrainSAEResult",
     "evaluate_sae": "interp.train_sae.evaluate:evaluate_sae",
+    "evaluate_saes": "interp.train_sae.evaluate:evaluate_saes",
     "evaluate_run": "interp.train_sae.evaluate:evaluate_run",
 }
 

@@ -8,7 +8,7 @@ SAELens's evals exclude it.
 """
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,24 +74,16 @@ def _splice(sae) -> Callable[[Tensor], Tensor]:
     return reconstruct
 
 
-def _three_runs(model, tokens: Tensor, hook_name: str, sae) -> tuple[Tensor, LMLosses]:
-    """The clean activation at `hook_name` and the LM losses, from three forward passes: clean,
-    with `sae` spliced in, and with the hook zero-ablated."""
-    captured: dict[str, Tensor] = {}
-    with intervene(model, {hook_name: store(captured, "x")}):
-        clean = model(tokens)
-    with intervene(model, {hook_name: replace(_splice(sae), SPLICE_POSITIONS)}):
-        spliced = model(tokens)
-    with intervene(model, {hook_name: zero_ablate(SPLICE_POSITIONS)}):
-        zeroed = model(tokens)
-    ce = [next_token_ce(logits, tokens) for logits in (clean, spliced, zeroed)]
-    losses = LMLosses(
+def _losses(
+    tokens: Tensor, clean: Tensor, ce_clean: Tensor, spliced: Tensor, zeroed: Tensor
+) -> LMLosses:
+    ce = [ce_clean, next_token_ce(spliced, tokens), next_token_ce(zeroed, tokens)]
+    return LMLosses(
         *(c.mean().item() for c in ce),
         kl=next_token_kl(clean, spliced).mean().item(),
         n_tokens=tokens[:, 1:].numel(),
         per_context=torch.stack([c.double().sum(1) for c in ce], -1),
     )
-    return captured["x"], losses
 
 
 class SAEEval(NamedTuple):
@@ -101,31 +93,67 @@ class SAEEval(NamedTuple):
     """Jackknife standard errors over held-out contexts (`sae.eval_stream.ContextJackknife`)."""
 
 
+class _Accumulator:
+    """One SAE's running metrics: reconstruction, LM losses, KL and the jackknife."""
+
+    def __init__(self, sae) -> None:
+        self.sae = sae
+        self.acc = EvalAccumulator(sae.cfg.d_in, sae.cfg.d_sae)
+        self.jackknife = ContextJackknife()
+        self.kl_sum, self.kl_tokens = 0.0, 0
+
+    def update(self, x: Tensor, losses: LMLosses) -> None:
+        x = x[:, SPLICE_POSITIONS].to(self.sae.W_enc.dtype)
+        flat = x.reshape(-1, self.sae.cfg.d_in)
+        acts = self.sae.encode(flat)
+        x_hat = self.sae.decode(acts)
+        self.acc.update(flat, x_hat, acts)
+        ctx_tokens = torch.full((x.shape[0],), x.shape[1])
+        self.jackknife.update(x, x_hat.reshape(x.shape), losses.per_context, ctx_tokens)
+        self.acc.update_ce(losses.ce_clean, losses.ce_spliced, losses.ce_zero, losses.n_tokens)
+        self.kl_sum += losses.kl * losses.n_tokens
+        self.kl_tokens += losses.n_tokens
+
+    def result(self) -> SAEEval:
+        kl = self.kl_sum / max(self.kl_tokens, 1)
+        return SAEEval(self.acc.compute(), kl, self.jackknife.standard_errors())
+
+
 @torch.inference_mode()
+def evaluate_saes(
+    model, saes: Mapping[str, Any], token_batches: Iterable[Int[Tensor, "batch pos"]]
+) -> dict[str, SAEEval]:
+    """Every metric of each SAE (hook name -> SAE) on held-out token batches: reconstruction
+    metrics over non-BOS positions, the LM losses with the SAE spliced in and with its hook
+    zero-ablated (KL is the token-weighted mean of KL(clean || spliced),
+    `interp.metrics.next_token_kl`), and the standard errors of EV, CE loss recovered and delta
+    LM loss by the jackknife over contexts.
+
+    The clean pass is shared: one forward pass per batch captures every hook, so N SAEs cost
+    1 + 2N passes per batch, not 3N.
+    """
+    device = model_device(model)
+    accs = {hook: _Accumulator(sae) for hook, sae in saes.items()}
+    for tokens in token_batches:
+        tokens = tokens.to(device)
+        captured: dict[str, Tensor] = {}
+        with intervene(model, {hook: store(captured, hook) for hook in saes}):
+            clean = model(tokens)
+        ce_clean = next_token_ce(clean, tokens)
+        for hook, sae in saes.items():
+            with intervene(model, {hook: replace(_splice(sae), SPLICE_POSITIONS)}):
+                spliced = model(tokens)
+            with intervene(model, {hook: zero_ablate(SPLICE_POSITIONS)}):
+                zeroed = model(tokens)
+            accs[hook].update(captured[hook], _losses(tokens, clean, ce_clean, spliced, zeroed))
+    return {hook: acc.result() for hook, acc in accs.items()}
+
+
 def evaluate_sae(
     model, sae, hook_name: str, token_batches: Iterable[Int[Tensor, "batch pos"]]
 ) -> SAEEval:
-    """Every metric of one SAE on held-out token batches: reconstruction metrics over non-BOS
-    positions, plus the LM losses with the SAE spliced in (KL is the token-weighted mean of
-    KL(clean || spliced), `interp.metrics.next_token_kl`), and the standard errors of EV, CE
-    loss recovered and delta LM loss by the jackknife over contexts."""
-    acc = EvalAccumulator(sae.cfg.d_in, sae.cfg.d_sae)
-    jackknife = ContextJackknife()
-    kl_sum, kl_tokens = 0.0, 0
-    device = model_device(model)
-    for tokens in token_batches:
-        x, losses = _three_runs(model, tokens.to(device), hook_name, sae)
-        x = x[:, SPLICE_POSITIONS].to(sae.W_enc.dtype)
-        flat = x.reshape(-1, sae.cfg.d_in)
-        acts = sae.encode(flat)
-        x_hat = sae.decode(acts)
-        acc.update(flat, x_hat, acts)
-        ctx_tokens = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
-        jackknife.update(x, x_hat.reshape(x.shape), losses.per_context, ctx_tokens)
-        acc.update_ce(losses.ce_clean, losses.ce_spliced, losses.ce_zero, losses.n_tokens)
-        kl_sum += losses.kl * losses.n_tokens
-        kl_tokens += losses.n_tokens
-    return SAEEval(acc.compute(), kl_sum / max(kl_tokens, 1), jackknife.standard_errors())
+    """`evaluate_saes` for one SAE at `hook_name`."""
+    return evaluate_saes(model, {hook_name: sae}, token_batches)[hook_name]
 
 
 def evaluate_run(
@@ -139,9 +167,10 @@ def evaluate_run(
     """
     skip = heldout_start(cfg)
     batches = eval_batches(model, cfg, skip)
+    device = model_device(model)
+    results = evaluate_saes(model, {hook: sae.to(device) for hook, sae in saes.items()}, batches)
     out = {}
-    for hook, sae in saes.items():
-        result = evaluate_sae(model, sae.to(model_device(model)), hook, batches)
+    for hook, result in results.items():
         folder = run_dir / "saes" / hook
         training = load_metrics(folder) or {}
         metrics = {
