@@ -9,8 +9,15 @@ A batch source is either
 - a factory `make_batches(skip_tokens: int) -> Iterable[Batch]` whose stream starts after the
   first `skip_tokens` global tokens (resume calls it with the tokens already trained on), or
 - a plain iterable, which the trainer fast-forwards by reading and dropping batches.
+
+A factory may also take a keyword `state` and return an iterator with a `state_dict()` method
+(tensors): the trainer then saves the stream's state in each checkpoint (`stream.safetensors`),
+and a resume calls `make_batches(skip_tokens, state=saved)`, so the stream continues where it
+stood instead of recomputing the batches it skips (`interp`'s live activation stream does this:
+its shuffle buffer is part of the state).
 """
 
+import inspect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -22,10 +29,28 @@ BatchFactory = Callable[[int], Iterable[Batch]]
 BatchSource = BatchFactory | Iterable[Batch]
 
 
-def open_stream(source: BatchSource, skip_tokens: int, batch_tokens: int) -> Iterator[Batch]:
-    """Batches starting after `skip_tokens` global tokens (a multiple of batch_tokens)."""
+def takes_state(source: BatchSource) -> bool:
+    """Whether `source` is a factory that accepts `state=` (a resumable stream)."""
+    if not callable(source):
+        return False
+    try:
+        return "state" in inspect.signature(source).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def open_stream(
+    source: BatchSource,
+    skip_tokens: int,
+    batch_tokens: int,
+    state: dict[str, Tensor] | None = None,
+) -> Iterator[Batch]:
+    """Batches starting after `skip_tokens` global tokens (a multiple of batch_tokens); with a
+    saved stream `state` and a factory that takes it, the factory restores the stream from it."""
     if skip_tokens % batch_tokens:
         raise ValueError(f"skip_tokens={skip_tokens} is not a multiple of {batch_tokens}")
+    if state is not None and takes_state(source):
+        return iter(source(skip_tokens, state=state))
     if callable(source):
         return iter(source(skip_tokens))
     if not isinstance(source, Iterable):

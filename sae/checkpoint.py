@@ -8,6 +8,8 @@
                                     ("files") and of trainer.json's own other fields
                                     ("trainer_sha256")
         rng.safetensors             torch CPU (and CUDA) RNG states of rank 0; Python's in metadata
+        stream.safetensors          (optional) the batch stream's state (`sae.batches`): a resume
+                                    restores it instead of recomputing the skipped batches
         saes/<name>/
           sae_config.json           SAEConfig
           weights.safetensors       state_dict of the SAE as trained (normalised space, unfolded)
@@ -67,6 +69,8 @@ class TrainState:
     norm_factors: dict[str, float | None]
     step: int = 0
     tokens_seen: int = 0
+    stream_state: dict[str, Tensor] | None = None
+    """The batch stream's `state_dict()` at this step, when it has one (see `sae.batches`)."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -136,8 +140,13 @@ def _meta_digest(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(rest, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
+STREAM_FILE = "stream.safetensors"
+
+
 def _write(tmp: Path, state: TrainState) -> None:
     _save_rng(tmp / "rng.safetensors")
+    if state.stream_state is not None:
+        save_safetensors(tmp / STREAM_FILE, state.stream_state)
     for name, sae in state.saes.items():
         folder = tmp / "saes" / name
         folder.mkdir(parents=True)
@@ -294,6 +303,8 @@ def read_checkpoint(folder: Path, make_optimizer: Any) -> TrainState:
         firing = FiringStats(cfg.d_sae, train_cfg.dead_window)
         firing.load_state_dict(load_file(sub / "firing.safetensors"))
         state.firing[name] = firing
+    if (folder / STREAM_FILE).is_file():
+        state.stream_state = load_file(folder / STREAM_FILE)
     if (folder / "rng.safetensors").is_file():
         set_rng_state(_load_rng(folder / "rng.safetensors"))
     else:  # format 2

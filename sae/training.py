@@ -221,6 +221,8 @@ class Trainer:
         self.last_inputs: dict[str, Tensor] = {}  # the last step's (normalised) inputs
         self.diverged_steps = dict.fromkeys(self.names, 0)
         self.checkpoint_time = time.monotonic()
+        self.stream: Iterator[Batch] | None = None
+        self.head: list[Batch] = []  # batches read ahead for the norm estimate, not trained yet
         self.loss_fns = {
             n: torch.compile(s.loss) if self.cfg.compile else s.loss for n, s in state.saes.items()
         }
@@ -230,13 +232,15 @@ class Trainer:
         st = self.state
         if self.run_dir is not None and self.last_checkpoint is None:
             self._write_checkpoint()  # step 0: resumable however early the run is killed
-        stream = open_stream(self.batches, st.tokens_seen, self.cfg.batch_tokens)
-        stream = self._estimate_norms(stream)
+        self.stream = open_stream(
+            self.batches, st.tokens_seen, self.cfg.batch_tokens, st.stream_state
+        )
+        self._estimate_norms()
         for sae in st.saes.values():
             sae.train()
         with stop_on_signals() as stop:
             while st.step < self.cfg.total_steps:
-                self.last_metrics = self._train_step(self._next_batch(stream))
+                self.last_metrics = self._train_step(self._next_batch())
                 st.step += 1
                 st.tokens_seen += self.cfg.batch_tokens
                 if self.on_step is not None:
@@ -244,8 +248,8 @@ class Trainer:
                 self._checkpoint_if_needed(stop)
         return self._finish()
 
-    def _next_batch(self, stream: Iterator[Batch]) -> Batch:
-        batch = next(stream, None)
+    def _next_batch(self) -> Batch:
+        batch = self.head.pop(0) if self.head else next(self.stream, None)
         if batch is None:
             raise ValueError(
                 f"the batch source ran out after {self.state.tokens_seen} tokens, but "
@@ -253,21 +257,26 @@ class Trainer:
             )
         return batch
 
-    def _estimate_norms(self, stream: Iterator[Batch]) -> Iterator[Batch]:
+    def _estimate_norms(self) -> None:
         """Fill norm factors of SAEs that have none yet from the first batches, which are
-        then trained on as usual."""
+        then trained on as usual (they wait in `self.head`)."""
         pending = [n for n in self.names if n not in self.state.norm_factors]
         if not pending:
-            return stream
-        head = list(itertools.islice(stream, self.cfg.norm_estimation_batches))
-        shards = [self._shards(b) for b in head]
+            return
+        self.head = list(itertools.islice(self.stream, self.cfg.norm_estimation_batches))
+        shards = [self._shards(b) for b in self.head]
         for name in pending:
             if self.state.saes[name].cfg.normalize_activations == "none":
                 self.state.norm_factors[name] = None
             else:
                 xs = (s[name] for s in shards)
                 self.state.norm_factors[name] = estimate_norm_scaling_factor(xs)
-        return itertools.chain(head, stream)
+
+    def _stream_state(self) -> dict[str, Tensor] | None:
+        """The batch stream's state for the checkpoint: None when the stream has none, or when
+        batches read ahead for the norm estimate are still waiting (a resume then recomputes)."""
+        state_dict = getattr(self.stream, "state_dict", None)
+        return None if state_dict is None or self.head else state_dict()
 
     def _shards(self, batch: Batch) -> dict[str, Tensor]:
         return local_shards(batch, self.names, self.cfg.batch_tokens, self.rank, self.world_size)
@@ -389,7 +398,9 @@ class Trainer:
             )
             return
         if self.rank == 0:
+            self.state.stream_state = self._stream_state()
             write_checkpoint(self.run_dir, self.state)
+            self.state.stream_state = None
         barrier()
         self.last_checkpoint = latest_checkpoint(self.run_dir)
         self.checkpoint_time = time.monotonic()

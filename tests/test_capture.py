@@ -130,6 +130,31 @@ def test_rebatch_emits_each_row_once_in_full_aligned_batches(sizes, batch, extra
         assert ids.tolist() == list(range(len(ids)))  # order kept, only the tail dropped
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=12),
+    batch=st.integers(1, 16),
+    extra=st.integers(0, 64),
+    shuffle=st.booleans(),
+    stop=st.integers(0, 40),
+)
+def test_rebatch_resumes_from_its_state_with_the_same_batches(sizes, batch, extra, shuffle, stop):
+    """Stop a stream after `stop` batches, save its state through safetensors, and restart from
+    the chunks it had not read: the rest equals the uninterrupted stream's, batch for batch."""
+    from safetensors.torch import load, save
+
+    kw = {"shuffle": shuffle, "buffer_tokens": batch + extra, "seed": 3}
+    whole = list(rebatch(_chunks(sizes), batch, **kw))
+    first = rebatch(_chunks(sizes), batch, **kw)
+    head = [b for _, b in zip(range(stop), first, strict=False)]
+    saved = load(save(first.state_dict()))
+    rest = itertools.islice(_chunks(sizes), int(saved["counters"][0]), None)
+    tail = list(rebatch(rest, batch, **kw, state=saved))
+    assert len(head) + len(tail) == len(whole)
+    for got, want in zip(head + tail, whole, strict=True):
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_rebatch_shuffles_deterministically():
     def ids(seed):
         out = rebatch(_chunks([50] * 8), 10, shuffle=True, buffer_tokens=100, seed=seed)

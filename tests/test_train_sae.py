@@ -397,3 +397,51 @@ def test_several_saes_share_the_clean_pass_and_get_the_same_metrics(tiny_models)
         assert joint[hook].metrics.scalars() == alone.metrics.scalars()
         assert joint[hook].kl == alone.kl
         assert joint[hook].standard_errors == alone.standard_errors
+
+
+def test_resume_restores_the_shuffle_buffer_instead_of_recomputing(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    """A run resumed from a mid-run checkpoint runs the model only on the contexts the
+    checkpoint's stream had not read (stream.safetensors holds its shuffle buffer), and ends
+    with the uninterrupted run's weights, bit for bit."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    import interp.capture.core as core
+
+    args = ["--layer", "1", "--tokens", "2048", "--batch-tokens", "64", "--batch-size", "8"]
+    args += ["--ctx-len", "32", "--eval-tokens", "256", "--checkpoint-every", "8"]
+    args += ["--keep-checkpoints", "10"]
+    whole = tmp_path / "whole"
+    assert cli("train-sae", tiny_dirs["llama"], *args, "--out", str(whole)).exit_code == 0
+
+    cut = tmp_path / "cut"  # the same run as if it had been killed right after step 16
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "saes")
+    for later in ("step_00000024", "step_00000032"):
+        shutil.rmtree(cut / "checkpoints" / later)
+    (cut / "checkpoints" / "LATEST").write_text("step_00000016\n")
+    history = (cut / "history.jsonl").read_text().splitlines()
+    (cut / "history.jsonl").write_text("".join(f"{r}\n" for r in history[:16]))
+    saved = load_file(cut / "checkpoints" / "step_00000016" / "stream.safetensors")
+    chunks_read = int(saved["counters"][0])
+
+    forwarded = []
+    real = core._iter_captures
+
+    def counting(model, batches, names, fast):
+        for capture in real(model, batches, names, fast):
+            forwarded.append(capture.tokens.shape[0])
+            yield capture
+
+    monkeypatch.setattr(core, "_iter_captures", counting)
+    res = runner.invoke(app, ["train-sae", "--resume", str(cut)])
+    assert res.exit_code == 0, res.output
+    total_chunks = math.ceil(math.ceil(2048 / 31) / 8)
+    assert 0 < chunks_read < total_chunks
+    assert len(forwarded) == total_chunks - chunks_read  # not total_chunks: nothing recomputed
+    one = load_file(whole / "saes" / HOOK / "sae_weights.safetensors")
+    two = load_file(cut / "saes" / HOOK / "sae_weights.safetensors")
+    assert all(torch.equal(one[k], two[k]) for k in one)

@@ -20,6 +20,7 @@ forbid), and in an interleaved timing of the bridge forward pass the two were eq
 noise of the 2-core test machine.
 """
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -223,12 +224,7 @@ def _take(rows: Rows, index: Tensor | slice) -> Rows:
 
 
 def _cat(a: Rows | None, b: Rows) -> Rows:
-    return b if a is None else {n: torch.cat([a[n], b[n]]) for n in a}
-
-
-def _drain(rows: Rows, n_out: int, batch_tokens: int) -> Iterator[Rows]:
-    for start in range(0, n_out, batch_tokens):
-        yield _take(rows, slice(start, start + batch_tokens))
+    return b if a is None else {n: torch.cat([a[n].to(b[n].device), b[n]]) for n in a}
 
 
 def rebatch(
@@ -237,12 +233,18 @@ def rebatch(
     shuffle: bool = True,
     buffer_tokens: int | None = None,
     seed: int = 0,
-) -> Iterator[Rows]:
+    state: dict[str, Tensor] | None = None,
+) -> "Rebatcher":
     """Cut row chunks into batches of exactly `batch_tokens` rows; the tail is dropped.
 
     With `shuffle`, rows pass through a buffer of `buffer_tokens` rows (default 16 batches):
     when it is full it is permuted (seeded, the same permutation for every hook) and all but
     half of it is emitted, so a row can stay for several rounds and mix with later chunks.
+
+    The result's `state_dict()` is the stream's position: the rows read but not yet emitted,
+    the shuffle generator and the number of chunks read. `rebatch(rest, ..., state=saved)`, with
+    `rest` the chunks after the first `saved["chunks"]`, continues with exactly the batches the
+    original stream would have emitted next (a resumed training run recomputes nothing).
     """
     buffer_tokens = 16 * batch_tokens if buffer_tokens is None else buffer_tokens
     if batch_tokens < 1 or (shuffle and buffer_tokens < batch_tokens):
@@ -250,30 +252,81 @@ def rebatch(
             f"need batch_tokens >= 1 and buffer_tokens >= batch_tokens, got {batch_tokens} "
             f"and {buffer_tokens}"
         )
-    return _rebatch(iter(chunks), batch_tokens, shuffle, buffer_tokens, seed)
+    return Rebatcher(iter(chunks), batch_tokens, shuffle, buffer_tokens, seed, state)
 
 
-def _rebatch(
-    chunks: Iterator[Rows], batch_tokens: int, shuffle: bool, buffer_tokens: int, seed: int
-) -> Iterator[Rows]:
-    generator = torch.Generator().manual_seed(seed)
-    buffer: Rows | None = None
-    for chunk in chunks:
-        buffer = _cat(buffer, chunk)
-        n = _n(buffer)
-        if n < (buffer_tokens if shuffle else batch_tokens):
-            continue
-        if shuffle:
-            buffer = _take(buffer, torch.randperm(n, generator=generator))
-            n_out = (n - buffer_tokens // 2) // batch_tokens * batch_tokens
+class Rebatcher(Iterator[Rows]):
+    """The iterator `rebatch` returns; its state is explicit, so it can be saved and restored."""
+
+    def __init__(
+        self,
+        chunks: Iterator[Rows],
+        batch_tokens: int,
+        shuffle: bool,
+        buffer_tokens: int,
+        seed: int,
+        state: dict[str, Tensor] | None = None,
+    ) -> None:
+        self.chunks, self.batch_tokens = chunks, batch_tokens
+        self.shuffle, self.buffer_tokens = shuffle, buffer_tokens
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffer: Rows | None = None  # rows read and not yet emitted, the next ones first
+        self.ready = 0  # rows at the head of `buffer` that are due out before the next chunk
+        self.chunks_read = 0
+        self.ended = False
+        if state is not None:
+            self._load(state)
+
+    def __next__(self) -> Rows:
+        while self.ready < self.batch_tokens:
+            if self.ended:
+                raise StopIteration
+            self._refill()
+        batch = _take(self.buffer, slice(0, self.batch_tokens))
+        self.buffer = _take(self.buffer, slice(self.batch_tokens, None))
+        self.ready -= self.batch_tokens
+        return batch
+
+    def _refill(self) -> None:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            self.ended = True
+            if self.buffer is not None:
+                if self.shuffle:
+                    self._permute()
+                self.ready = _n(self.buffer) // self.batch_tokens * self.batch_tokens
+            return
+        self.chunks_read += 1
+        self.buffer = _cat(self.buffer, chunk)
+        n = _n(self.buffer)
+        if n < (self.buffer_tokens if self.shuffle else self.batch_tokens):
+            return
+        if self.shuffle:
+            self._permute()
+            self.ready = (n - self.buffer_tokens // 2) // self.batch_tokens * self.batch_tokens
         else:
-            n_out = n // batch_tokens * batch_tokens
-        yield from _drain(buffer, n_out, batch_tokens)
-        buffer = _take(buffer, slice(n_out, None))
-    if buffer is not None:
-        if shuffle:
-            buffer = _take(buffer, torch.randperm(_n(buffer), generator=generator))
-        yield from _drain(buffer, _n(buffer) // batch_tokens * batch_tokens, batch_tokens)
+            self.ready = n // self.batch_tokens * self.batch_tokens
+
+    def _permute(self) -> None:
+        self.buffer = _take(self.buffer, torch.randperm(_n(self.buffer), generator=self.generator))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The stream's position as CPU tensors (safetensors-ready): `buffer.<hook>` rows not yet
+        emitted, `generator`, and `counters` = [chunks read, rows due out, ended]."""
+        state = {
+            "generator": self.generator.get_state(),
+            "counters": torch.tensor([self.chunks_read, self.ready, int(self.ended)]),
+        }
+        if self.buffer is not None:
+            state |= {f"buffer.{n}": r.detach().cpu().contiguous() for n, r in self.buffer.items()}
+        return state
+
+    def _load(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+        self.chunks_read, self.ready, ended = (int(v) for v in state["counters"].tolist())
+        self.ended = bool(ended)
+        rows = {k.removeprefix("buffer."): v for k, v in state.items() if k.startswith("buffer.")}
+        self.buffer = rows or None
 
 
 def activation_stream(
@@ -286,16 +339,22 @@ def activation_stream(
     seed: int = 0,
     exclude_bos: bool = True,
     fast: bool = True,
-) -> Iterator[Rows]:
+    state: dict[str, Tensor] | None = None,
+) -> "Rebatcher":
     """Batches of `{hook: Tensor[batch_tokens, d]}` for SAE training, on the model's device.
 
     `batches` are token contexts `[batch, pos]` (e.g. `interp.data.context_batches`); each one
     is a single forward pass. Shuffling is as in `rebatch`; `exclude_bos` drops position 0 of
     every context when it holds the tokenizer's BOS token; `fast` is as in `recording`.
+
+    `state`: a `state_dict()` of an earlier stream over the same `batches`; the token batches it
+    had read are skipped without a forward pass, and the stream continues where it stood.
     """
+    if state is not None:
+        batches = itertools.islice(batches, int(state["counters"][0]), None)
     bos_id = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
     rows = (
         to_rows(c.tokens, c.acts, bos_id, exclude_bos)
         for c in iter_captures(model, batches, hooks, fast)
     )
-    return rebatch(rows, batch_tokens, shuffle, buffer_tokens, seed)
+    return rebatch(rows, batch_tokens, shuffle, buffer_tokens, seed, state)

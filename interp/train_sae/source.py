@@ -56,15 +56,23 @@ def batch_source(model: Any, cfg: TrainSAEConfig, hooks: list[str]) -> BatchSour
     batch_tokens = cfg.train.batch_tokens
     on_gpu = model_device(model).type == "cuda"
 
-    def live(skip_tokens: int) -> Iterator[dict[str, torch.Tensor]]:
+    def live(
+        skip_tokens: int, state: dict[str, torch.Tensor] | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The stream after `skip_tokens`. With a checkpoint's `state` it continues from the
+        saved shuffle buffer: the contexts already read are tokenised and skipped, not run.
+        Without one, the skipped batches are recomputed and dropped."""
         ctxs = itertools.islice(
             contexts(model, text_source(cfg), cfg.ctx_len), train_contexts_used(cfg)
         )
         batches = batched(ctxs, cfg.batch_size)
         if on_gpu:  # tokenise the next batches on the CPU while the GPU works
             batches = prefetch(batches)
-        stream = activation_stream(model, batches, hooks, batch_tokens, seed=cfg.seed)
-        return itertools.islice(stream, skip_tokens // batch_tokens, None)
+        stream = activation_stream(model, batches, hooks, batch_tokens, seed=cfg.seed, state=state)
+        if state is None:
+            for _ in range(skip_tokens // batch_tokens):
+                next(stream, None)
+        return stream
 
     def cached(skip_tokens: int) -> Iterator[dict[str, torch.Tensor]]:
         stream = iter_cache(cfg.from_cache, hooks, batch_tokens, seed=cfg.seed)
