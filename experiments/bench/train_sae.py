@@ -29,6 +29,8 @@ read back with `sae.io.load_sae` from the folder it saved.
 
     python experiments/bench/train_sae.py --out bench_train_sae.json
     python experiments/bench/train_sae.py --device cuda ...   # LM in bf16, SAEs under bf16 autocast
+    python experiments/bench/train_sae.py --end-to-end --tokens 409600   # whole commands, with
+        # held-out evaluation on both sides, in fresh processes (experiments/bench/end_to_end.py)
 
 The default model is the embedded one when it is shipped, else a random Llama of the same
 shape (16 blocks, d_model 128, vocab 1024) built in a temporary folder.
@@ -40,6 +42,7 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -275,6 +278,11 @@ def print_table(report: dict) -> None:
 
 
 def main() -> None:
+    if "--end-to-end" in sys.argv:  # the whole commands in fresh processes: end_to_end.py
+        import end_to_end
+
+        sys.argv.remove("--end-to-end")
+        return end_to_end.main()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="default", help="'default', a local HF folder or hub name")
     p.add_argument("--layer", type=int, default=None, help="block of resid_post (default middle)")
