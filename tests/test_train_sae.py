@@ -445,3 +445,32 @@ def test_resume_restores_the_shuffle_buffer_instead_of_recomputing(
     one = load_file(whole / "saes" / HOOK / "sae_weights.safetensors")
     two = load_file(cut / "saes" / HOOK / "sae_weights.safetensors")
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma", "qwen"])
+def test_branched_evaluation_equals_three_full_runs(tiny_models, arch):
+    """Blocks before the hook run once and the spliced and ablated passes replay them
+    (interp.prefix.shared_prefix): every metric equals the three full passes' to 1e-5, on each
+    architecture; the replayed passes do not run block 0's attention."""
+    from interp.train_sae.evaluate import evaluate_sae
+    from sae import SAEConfig, build_sae
+
+    model = tiny_models[arch]
+    hook = f"blocks.{model.cfg.n_layers - 2}.hook_resid_post"
+    sae = build_sae(SAEConfig(d_in=model.cfg.d_model, d_sae=4 * model.cfg.d_model, k=4), seed=0)
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randint(3, model.cfg.d_vocab, (3, 12), generator=g) for _ in range(2)]
+
+    calls = []
+    handle = model.blocks[0].attn.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        branched = evaluate_sae(model, sae, hook, batches, branch=True)
+        n_branched = len(calls)
+        full = evaluate_sae(model, sae, hook, batches, branch=False)
+    finally:
+        handle.remove()
+    assert n_branched == len(batches) and len(calls) - n_branched == 3 * len(batches)
+    got, want = branched.metrics.scalars(), full.metrics.scalars()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-5), key
+    assert branched.kl == pytest.approx(full.kl, abs=1e-5)

@@ -7,6 +7,7 @@ spliced and the ablated run: SAEs are trained without BOS (its residual norm is 
 SAELens's evals exclude it.
 """
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import Tensor
 from interp.capture.core import model_device
 from interp.interventions import intervene, replace, store, zero_ablate
 from interp.metrics import next_token_ce, next_token_kl
+from interp.prefix import shareable_blocks, shared_prefix
 from interp.train_sae.config import TrainSAEConfig
 from interp.train_sae.source import eval_batches, heldout_start
 from sae.eval_stream import ContextJackknife, EvalAccumulator, EvalMetrics
@@ -121,7 +123,10 @@ class _Accumulator:
 
 @torch.inference_mode()
 def evaluate_saes(
-    model, saes: Mapping[str, Any], token_batches: Iterable[Int[Tensor, "batch pos"]]
+    model,
+    saes: Mapping[str, Any],
+    token_batches: Iterable[Int[Tensor, "batch pos"]],
+    branch: bool = True,
 ) -> dict[str, SAEEval]:
     """Every metric of each SAE (hook name -> SAE) on held-out token batches: reconstruction
     metrics over non-BOS positions, the LM losses with the SAE spliced in and with its hook
@@ -130,30 +135,40 @@ def evaluate_saes(
     LM loss by the jackknife over contexts.
 
     The clean pass is shared: one forward pass per batch captures every hook, so N SAEs cost
-    1 + 2N passes per batch, not 3N.
+    1 + 2N passes per batch, not 3N. With `branch` (on a TransformerBridge), the blocks before
+    the earliest hook run once per batch and the spliced and ablated passes start after them
+    (`interp.prefix.shared_prefix`): at blocks.12.hook_resid_post of a 16-block model, the two
+    extra passes run 3 blocks instead of 16.
     """
     device = model_device(model)
     accs = {hook: _Accumulator(sae) for hook, sae in saes.items()}
+    shared = shareable_blocks(list(saes)) if branch else 0
     for tokens in token_batches:
         tokens = tokens.to(device)
         captured: dict[str, Tensor] = {}
-        with intervene(model, {hook: store(captured, hook) for hook in saes}):
-            clean = model(tokens)
-        ce_clean = next_token_ce(clean, tokens)
-        for hook, sae in saes.items():
-            with intervene(model, {hook: replace(_splice(sae), SPLICE_POSITIONS)}):
-                spliced = model(tokens)
-            with intervene(model, {hook: zero_ablate(SPLICE_POSITIONS)}):
-                zeroed = model(tokens)
-            accs[hook].update(captured[hook], _losses(tokens, clean, ce_clean, spliced, zeroed))
+        with shared_prefix(model, shared) if shared else contextlib.nullcontext():
+            with intervene(model, {hook: store(captured, hook) for hook in saes}):
+                clean = model(tokens)
+            ce_clean = next_token_ce(clean, tokens)
+            for hook, sae in saes.items():
+                with intervene(model, {hook: replace(_splice(sae), SPLICE_POSITIONS)}):
+                    spliced = model(tokens)
+                with intervene(model, {hook: zero_ablate(SPLICE_POSITIONS)}):
+                    zeroed = model(tokens)
+                losses = _losses(tokens, clean, ce_clean, spliced, zeroed)
+                accs[hook].update(captured[hook], losses)
     return {hook: acc.result() for hook, acc in accs.items()}
 
 
 def evaluate_sae(
-    model, sae, hook_name: str, token_batches: Iterable[Int[Tensor, "batch pos"]]
+    model,
+    sae,
+    hook_name: str,
+    token_batches: Iterable[Int[Tensor, "batch pos"]],
+    branch: bool = True,
 ) -> SAEEval:
     """`evaluate_saes` for one SAE at `hook_name`."""
-    return evaluate_saes(model, {hook_name: sae}, token_batches)[hook_name]
+    return evaluate_saes(model, {hook_name: sae}, token_batches, branch)[hook_name]
 
 
 def evaluate_run(
