@@ -156,7 +156,8 @@ def _scalar_parser(kind: Any, flag: str) -> Callable[[str], Any]:
         if optional and text.strip().lower() == "none":
             return None
         try:
-            return base(text.strip())
+            # A str keeps its spaces: a token such as `--answer " Mary"` starts with one.
+            return base(text if base is str else text.strip())
         except ValueError:
             raise typer.BadParameter(
                 f"expected {getattr(base, '__name__', 'a value')}, got {text!r}"
