@@ -25,6 +25,14 @@ def figures_html(figures: Sequence[go.Figure], title: str) -> str:
     )
 
 
+def plotly_script() -> str:
+    """plotly.js inline as one `<script>` element, for pages that draw their figures from
+    their own script (embed it once per page)."""
+    from plotly.offline import get_plotlyjs
+
+    return f"<script>{get_plotlyjs()}</script>"
+
+
 def write_html(path: str | Path, figures: go.Figure | Sequence[go.Figure], title: str) -> Path:
     """Write `figures` to `path` as one offline HTML file; returns the path."""
     figs = [figures] if isinstance(figures, go.Figure) else list(figures)
