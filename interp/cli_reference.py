@@ -38,7 +38,9 @@ def command_paths(app: typer.Typer) -> Iterator[tuple[str, ...]]:
 
 def help_text(app: typer.Typer, path: tuple[str, ...]) -> str:
     """`interp <path> --help` as plain text at `WIDTH` columns."""
-    env = {"TERMINAL_WIDTH": str(WIDTH), "COLUMNS": str(WIDTH), "NO_COLOR": "1", "TERM": "dumb"}
+    # COLUMNS, not TERMINAL_WIDTH: typer reads TERMINAL_WIDTH once, when its help formatter is
+    # first imported, so setting it here would fix the width of every later help in the process.
+    env = {"COLUMNS": str(WIDTH), "NO_COLOR": "1", "TERM": "dumb"}
     result = CliRunner().invoke(app, [*path, "--help"], env=env, prog_name="interp")
     if result.exit_code != 0:
         raise RuntimeError(f"interp {' '.join(path)} --help failed:\n{result.output}")
@@ -57,7 +59,7 @@ def reference(app: typer.Typer) -> str:
 def main() -> None:
     from interp.cli import app
 
-    os.environ.setdefault("TERMINAL_WIDTH", str(WIDTH))
+    os.environ["COLUMNS"] = str(WIDTH)
     sys.stdout.write(reference(app))
 
 

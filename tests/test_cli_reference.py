@@ -22,7 +22,7 @@ def test_the_reference_is_what_the_installed_command_prints():
     paths = list(command_paths(app))
     assert ("organism", "eval") in paths and ("train-sae",) in paths
     for path in [(), ("organism", "eval")]:
-        env = {"TERMINAL_WIDTH": str(WIDTH), "COLUMNS": str(WIDTH), "NO_COLOR": "1", "TERM": "dumb"}
+        env = {"COLUMNS": str(WIDTH), "NO_COLOR": "1", "TERM": "dumb"}
         out = subprocess.run(
             [sys.executable, "-m", "interp", *path, "--help"],
             capture_output=True,
