@@ -4,8 +4,9 @@ and calls one library function. Imports no torch: `interp --help` answers at onc
 import typer
 
 from interp.capture.cli import capture
-from interp.cli_common import derived_epilog
+from interp.cli_common import config_command, derived_epilog, stdout
 from interp.dashboard.cli import register as register_dashboard
+from interp.doctor import DoctorConfig
 from interp.evals.cli import register as register_evals
 from interp.explain.cli import register as register_explain
 from interp.organism.cli import app as organism_app
@@ -37,7 +38,6 @@ def _doctor(cfg) -> None:
     """Versions, devices, whether the default model loads and whether the hub answers."""
     from rich.table import Table
 
-    from interp.cli_common import stdout
     from interp.doctor import diagnose
 
     d = diagnose(cfg)
@@ -72,11 +72,4 @@ def _doctor(cfg) -> None:
         raise typer.Exit(code=1)
 
 
-def _register_doctor() -> None:
-    from interp.cli_common import config_command
-    from interp.doctor import DoctorConfig
-
-    app.command("doctor")(config_command(DoctorConfig, _doctor))
-
-
-_register_doctor()
+app.command("doctor")(config_command(DoctorConfig, _doctor))
