@@ -3,6 +3,7 @@ and calls one library function. Imports no torch: `interp --help` answers at onc
 
 import typer
 
+from interp.align.cli import register as register_align
 from interp.capture.cli import capture
 from interp.cli_common import config_command, derived_epilog, stdout
 from interp.dashboard.cli import register as register_dashboard
@@ -30,6 +31,7 @@ for register in (
     register_explain,
     register_steering,
     register_evals,
+    register_align,
 ):
     register(app)
 
