@@ -6,15 +6,51 @@ its `cfg.json`), and the one check of what may change when a run resumes.
 """
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from sae.config import JSONConfig
 
-__all__ = ["DecodeErrors", "JSONConfig", "TextSource", "config_diff"]
+__all__ = [
+    "DecodeErrors",
+    "Dtype",
+    "Float32ModelOptions",
+    "JSONConfig",
+    "ModelOptions",
+    "TextSource",
+    "config_diff",
+]
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+"""A model dtype option: 'auto' is bfloat16 on GPU and float32 on CPU."""
 
 DecodeErrors = Literal["strict", "replace", "skip"]
 """What a text reader does with an undecodable line of a file: stop with an error naming the file
 and line ("strict"), read it with U+FFFD for the bad bytes ("replace"), or drop it ("skip")."""
+
+
+@dataclass(frozen=True)
+class ModelOptions(JSONConfig):
+    """The model options every command that loads a model shares (its config subclasses this;
+    a command with another default redeclares the field, and keeps this docstring unless it
+    gives its own)."""
+
+    model: str = "default"
+    """'default' (the embedded model), a local HF model folder, or a hub name."""
+    device: str = "auto"
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
+    dtype: Dtype = "auto"
+    """Model dtype; 'auto' is bfloat16 on GPU, float32 on CPU."""
+
+
+@dataclass(frozen=True)
+class Float32ModelOptions(ModelOptions):
+    """`ModelOptions` for commands that measure small differences (patching, explainers,
+    steering, evaluations): float32 by default on every device."""
+
+    dtype: Dtype = "float32"
+    """Model dtype; float32 by default on every device, the precision this command's figures
+    and targets were measured in ('auto' is bfloat16 on GPU)."""
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,12 +2,11 @@
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
-from interp.config import DecodeErrors, JSONConfig, TextSource
+from interp.config import DecodeErrors, Dtype, ModelOptions, TextSource
 from interp.errors import InterpError
 
-DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 RESUMABLE_CHANGES = ("tokens", "resume", "out", "force")
 """Config fields that may differ when resuming: everything else fixes the data and its order
 (but `decode_errors` may leave 'strict': a strict run stopped at the first undecodable line, so
@@ -15,11 +14,9 @@ the shards it wrote hold only text before that line, which every choice reads al
 
 
 @dataclass(frozen=True)
-class CaptureConfig(JSONConfig):
+class CaptureConfig(ModelOptions):
     """Options of `interp capture`, saved as the cache's `cfg.json`."""
 
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
     layer: tuple[int, ...] = ()
     """Blocks whose `site` activations are captured (give --layer, --hook or both)."""
     site: str = "resid_post"
@@ -43,10 +40,6 @@ class CaptureConfig(JSONConfig):
     """Contexts per forward pass."""
     shard_tokens: int = 65_536
     """Tokens per shard file, rounded down to whole contexts (at least one)."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: DtypeName = "auto"
-    """Model and activation dtype; 'auto' is bfloat16 on GPU, float32 on CPU."""
     seed: int = 0
     """Seed of the embedded corpus stream."""
     out: str = "acts"
@@ -62,7 +55,7 @@ class CaptureConfig(JSONConfig):
                 raise InterpError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.ctx_len < 2:
             raise InterpError(f"ctx_len must be at least 2 (BOS plus text), got {self.ctx_len}")
-        for name, kind in (("dtype", DtypeName), ("decode_errors", DecodeErrors)):
+        for name, kind in (("dtype", Dtype), ("decode_errors", DecodeErrors)):
             valid = get_args(kind)
             if getattr(self, name) not in valid:
                 raise InterpError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")

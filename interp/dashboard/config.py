@@ -1,9 +1,8 @@
 """The config of `interp dashboard` (imports no torch)."""
 
 from dataclasses import dataclass
-from typing import Literal
 
-from interp.config import JSONConfig
+from interp.config import ModelOptions
 from interp.errors import InterpError
 
 
@@ -13,7 +12,7 @@ class DashboardError(InterpError):
 
 
 @dataclass(frozen=True)
-class DashboardConfig(JSONConfig):
+class DashboardConfig(ModelOptions):
     """Options of `interp dashboard`, saved as `config.json` in the output folder."""
 
     sae: str = ""
@@ -63,10 +62,6 @@ class DashboardConfig(JSONConfig):
     """Output folder: index.html, features/<N>.json, neuronpedia/, summary.json."""
     force: bool = False
     """Replace --out if it exists."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Model dtype; 'auto' is bfloat16 on GPU, float32 on CPU."""
     neuronpedia_batch: int = 128
     """Features per Neuronpedia batch file."""
 

@@ -3,17 +3,13 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.config import JSONConfig
-
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+from interp.config import Float32ModelOptions
 
 
 @dataclass(frozen=True)
-class EvalConfig(JSONConfig):
+class EvalConfig(Float32ModelOptions):
     """Options of `interp eval`."""
 
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
     baseline: str | None = None
     """A second model, shown side by side with the difference and whether the 95% intervals
     overlap; it adds the KL to the baseline on neutral text. With another tokenizer it is
@@ -31,22 +27,16 @@ class EvalConfig(JSONConfig):
     """Also write an offline HTML report (the table and bar charts with error bars)."""
     force: bool = False
     """Overwrite --json / --html files that exist."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: Dtype = "float32"
-    """Model dtype; float32 by default, where the planted-behaviour targets were measured."""
     threads: int | None = None
     """CPU threads for torch (default: torch's own choice); 1 is fastest on a busy machine."""
 
 
 @dataclass(frozen=True)
-class MonitorTrainConfig(JSONConfig):
+class MonitorTrainConfig(Float32ModelOptions):
     """Options of `interp eval monitor train`."""
 
     out: str = "monitor.safetensors"
     """The monitor file to write (safetensors with JSON metadata)."""
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
     layer: int = 12
     """The block whose residual stream (blocks.L.hook_resid_post) the probe reads."""
     sae: str | None = None
@@ -65,14 +55,12 @@ class MonitorTrainConfig(JSONConfig):
     """Seed for drawing the training prompts."""
     force: bool = False
     """Overwrite --out if it exists."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
     threads: int | None = None
     """CPU threads for torch (default: torch's own choice)."""
 
 
 @dataclass(frozen=True)
-class MonitorScoreConfig(JSONConfig):
+class MonitorScoreConfig(Float32ModelOptions):
     """Options of `interp eval monitor score`."""
 
     monitor: str = "monitor.safetensors"
@@ -88,7 +76,5 @@ class MonitorScoreConfig(JSONConfig):
     """Also write the scores as JSON to this file."""
     force: bool = False
     """Overwrite --json if it exists."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
     threads: int | None = None
     """CPU threads for torch (default: torch's own choice)."""

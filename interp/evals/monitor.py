@@ -480,7 +480,7 @@ def train_from_config(cfg: Any) -> TrainResult:
     from interp.hooks import check_layer
     from interp.models import load_model, model_id
 
-    model = load_model(cfg.model, device=cfg.device, dtype="float32")
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     if cfg.sae is not None:
         from sae.io import load_sae
 
@@ -530,7 +530,7 @@ def score_from_config(cfg: Any) -> ScoreResult:
     from interp.models import load_model
 
     monitor = load_monitor(cfg.monitor)
-    model = load_model(cfg.model or monitor.model, device=cfg.device, dtype="float32")
+    model = load_model(cfg.model or monitor.model, device=cfg.device, dtype=cfg.dtype)
     result = ScoreResult()
     if cfg.prompt is None and cfg.data is None:
         result.evaluation = evaluate_monitor(model, monitor)

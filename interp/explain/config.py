@@ -3,14 +3,14 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.config import JSONConfig
+from interp.config import Float32ModelOptions
 from interp.explain.errors import ExplainError
 
 METHOD_CHOICES = ("shap", "lime", "attention", "gradient", "all")
 
 
 @dataclass(frozen=True)
-class ExplainConfig(JSONConfig):
+class ExplainConfig(Float32ModelOptions):
     """Options of `interp explain`."""
 
     text: str = ""
@@ -47,12 +47,6 @@ class ExplainConfig(JSONConfig):
     """Folder for explanation.html and explanation.json."""
     force: bool = False
     """Overwrite existing files in --out."""
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    """Model dtype; float32 by default (gradients and small differences need it on the CPU)."""
 
     def __post_init__(self) -> None:
         bad = [m for m in self.method if m not in METHOD_CHOICES]

@@ -3,16 +3,14 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.config import JSONConfig
+from interp.config import Float32ModelOptions
 from interp.errors import InterpError
 
 
 @dataclass(frozen=True)
-class PatchConfig(JSONConfig):
+class PatchConfig(Float32ModelOptions):
     """Options of `interp patch`."""
 
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
     clean: str | None = None
     """The clean prompt (the behaviour happens); BOS is prepended."""
     corrupt: str | None = None
@@ -57,10 +55,6 @@ class PatchConfig(JSONConfig):
     """Output folder (result.json, cfg.json, report.html); default runs/patch-<task or grid>-<method>."""
     force: bool = False
     """Replace an existing output folder."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    """Model dtype; float32 by default, the precision patching is checked in."""
 
     def __post_init__(self) -> None:
         if self.pairs < 1:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.config import JSONConfig
+from interp.config import Float32ModelOptions, JSONConfig, ModelOptions  # noqa: F401 (ModelOptions: re-exported)
 from interp.errors import InterpError
 
 
@@ -36,17 +36,7 @@ def parse_scales(text: str) -> list[float]:
 
 
 @dataclass(frozen=True)
-class ModelOptions(JSONConfig):
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    """Model dtype."""
-
-
-@dataclass(frozen=True)
-class ExtractConfig(ModelOptions):
+class ExtractConfig(Float32ModelOptions):
     """Options of `interp steer extract`."""
 
     concept: Literal["refusal", "sentiment", "gender", "jailbreak"] | None = None
@@ -77,7 +67,7 @@ class ExtractConfig(ModelOptions):
 
 
 @dataclass(frozen=True)
-class ApplyConfig(ModelOptions):
+class ApplyConfig(Float32ModelOptions):
     """Options of `interp steer apply`."""
 
     vector: str = ""
@@ -97,7 +87,7 @@ class ApplyConfig(ModelOptions):
 
 
 @dataclass(frozen=True)
-class EvalConfig(ModelOptions):
+class EvalConfig(Float32ModelOptions):
     """Options of `interp steer eval`."""
 
     vector: str = ""

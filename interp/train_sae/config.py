@@ -8,9 +8,9 @@ library settings are the nested default instances below (k 16, lr 4e-3, 3M token
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from interp.config import DecodeErrors, JSONConfig
+from interp.config import DecodeErrors, ModelOptions
 from interp.errors import InterpError
 from sae.config import SAEConfig, TrainConfig
 
@@ -43,11 +43,9 @@ def _default_train() -> TrainConfig:
 
 
 @dataclass(frozen=True)
-class TrainSAEConfig(JSONConfig):
+class TrainSAEConfig(ModelOptions):
     """Options of `interp train-sae`, saved as the run's `cfg.json` (the run repeats from it)."""
 
-    model: str = "default"
-    """'default' (the embedded model), a local HF model folder, or a hub name."""
     layer: tuple[int, ...] = ()
     """Blocks whose `site` activations get an SAE each, all fed by one forward pass (12 when
     neither --layer nor --hook is given)."""
@@ -83,10 +81,6 @@ class TrainSAEConfig(JSONConfig):
     """Run folder; default runs/<model>-<arch>-<hooks>, numbered if it exists."""
     resume: str | None = None
     """Continue the interrupted run in this folder (same options)."""
-    device: str = "auto"
-    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N'; the model's and the SAEs'."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Model dtype; 'auto' is bfloat16 on GPU, float32 on CPU. SAE parameters: --sae-dtype."""
     seed: int = 0
     """Seed of the SAE initialisation, the shuffle buffer and the embedded corpus."""
     sae: SAEConfig = field(default_factory=_default_sae)
