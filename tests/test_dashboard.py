@@ -76,7 +76,7 @@ def test_pass_statistics_equal_brute_force_from_capture(tiny):
     s = dash.stats
     assert s.n_tokens == N_MAIN * (CTX - 1)
     np.testing.assert_array_equal(s.fires.numpy(), fired.sum(0))
-    np.testing.assert_array_equal(s.coact.numpy(), fired.T.astype(int) @ fired.astype(int))
+    np.testing.assert_array_equal(s.coact.matrix().numpy(), fired.T.astype(int) @ fired.astype(int))
     edges = hist_edges().numpy()
     for f in range(flat.shape[1]):
         want_hist, _ = np.histogram(flat[fired[:, f], f], bins=edges)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from interp.dashboard import stats as stats_module
 from interp.dashboard.stats import FeatureAccumulator, hist_edges, priority
 
 N_CTX, CTX, D_SAE, VOCAB, BOS = 12, 10, 7, 30, 0
@@ -53,7 +54,9 @@ def test_density_histogram_and_coactivations_equal_brute_force(case):
     assert stats.n_tokens == counted.sum()
     fired = flat > 0
     np.testing.assert_array_equal(stats.fires.numpy(), fired.sum(0))
-    np.testing.assert_array_equal(stats.coact.numpy(), fired.T.astype(int) @ fired.astype(int))
+    np.testing.assert_array_equal(
+        stats.coact.matrix().numpy(), fired.T.astype(int) @ fired.astype(int)
+    )
     np.testing.assert_allclose(stats.act_sum.numpy(), flat.sum(0), rtol=1e-6)
     edges = hist_edges().numpy()
     for f in range(D_SAE):
@@ -119,8 +122,9 @@ def test_quantile_sample_is_the_smallest_priorities_among_firings(case):
 def test_batching_does_not_change_the_result(case):
     tokens, acts, stats = case
     one = _stream(tokens, acts, [N_CTX], top_k=4, sample=6, left=3, right=2)
-    for name in ("fires", "hist", "coact", "unigram"):
+    for name in ("fires", "hist", "unigram"):
         assert torch.equal(getattr(one, name), getattr(stats, name))
+    assert torch.equal(one.coact.matrix(), stats.coact.matrix())
     assert torch.equal(one.top.rows, stats.top.rows)
     assert torch.equal(one.sample.rows, stats.sample.rows)
 
@@ -128,3 +132,21 @@ def test_batching_does_not_change_the_result(case):
 def test_priorities_look_uniform():
     keys = priority(torch.arange(20000), torch.full((20000,), 3), 0).double() / 2**31
     assert abs(keys.mean().item() - 0.5) < 0.01 and abs(keys.std().item() - 12**-0.5) < 0.01
+
+
+@pytest.mark.parametrize("chunk", [1, 9, 1 << 24])
+def test_sparse_coactivation_counts_equal_brute_force(monkeypatch, chunk):
+    """Above DENSE_PAIRS_MAX latents the pair counts are sparse (sorted keys, merged every
+    PAIR_CHUNK keys, token rows expanded in chunks): the same table and rows as brute force,
+    for chunks of one row, of a few rows, and of the whole batch."""
+    monkeypatch.setattr(stats_module, "DENSE_PAIRS_MAX", 0)
+    monkeypatch.setattr(stats_module, "PAIR_CHUNK", chunk)
+    tokens, acts = _data(1)
+    got = _stream(tokens, acts, [5, 7], top_k=4, sample=6, left=3, right=2).coact
+    assert not got.dense
+    _, flat, _ = _reference(tokens, acts)
+    fired = (flat > 0).astype(int)
+    want = fired.T @ fired
+    np.testing.assert_array_equal(got.matrix().numpy(), want)
+    for f in range(D_SAE):
+        np.testing.assert_array_equal(got.row(f).numpy(), want[f])

@@ -67,7 +67,7 @@ def _coactivating(dash, f: int) -> list[list]:
     fires = int(dash.stats.fires[f])
     if fires == 0:
         return []
-    row = dash.stats.coact[f].clone()
+    row = dash.stats.coact.row(f)
     row[f] = -1
     best = row.topk(min(N_COACT, len(row) - 1))
     return [

@@ -12,7 +12,9 @@ activations `[batch, pos, d_sae]`; `finish()` returns `FeatureStats`. Per latent
   shows examples where the latent fired; when it fired at most `sample` times the sample holds
   every firing and the quantiles are exact;
 - a histogram of its non-zero activations on fixed log-spaced bins (exact counts), its firing
-  count and activation sum, and co-activation counts with every other latent;
+  count and activation sum, and co-activation counts with every other latent (`PairCounts`:
+  a dense d_sae x d_sae table up to `DENSE_PAIRS_MAX` latents, sparse above, so that a 65k-latent
+  SAE does not need a 17 GB table);
 - across latents: unigram counts and (hashed) bigram counts of the tokens seen, the base rates
   of the automatic labels.
 
@@ -31,6 +33,11 @@ HIST_PER_DECADE = 20
 BIGRAM_BUCKETS = 1 << 22
 """Hash buckets of the bigram base counts: exact when vocab**2 <= 2**22 (vocab <= 2048)."""
 _MASK31 = 0x7FFFFFFF
+DENSE_PAIRS_MAX = 8192
+"""Up to this many latents the co-activation counts are a dense int64 table (512 MB at 8,192);
+above it they are sparse (only the pairs that occurred)."""
+PAIR_CHUNK = 1 << 24
+"""Most latent pairs expanded at once (one chunk of token rows at a time)."""
 
 
 def hist_edges() -> Float[Tensor, " n_edges"]:
@@ -64,6 +71,75 @@ class Examples:
     acts: Float[Tensor, "d_sae n window"]
 
 
+class PairCounts:
+    """Counts of tokens on which two latents both fired, accumulated from pair keys
+    `a * d + b`: a dense table when d <= `dense_max`, else the sorted distinct keys and their
+    counts (pending batches merged every `PAIR_CHUNK` keys). Symmetric; the diagonal is each
+    latent's firing count."""
+
+    def __init__(self, d: int, device: torch.device, dense_max: int | None = None) -> None:
+        dense_max = DENSE_PAIRS_MAX if dense_max is None else dense_max
+        self.d, self.device, self.dense = d, device, d <= dense_max
+        z = dict(device=device, dtype=torch.long)
+        self.table = torch.zeros(d * d if self.dense else 0, **z)
+        self.keys = torch.zeros(0, **z)
+        self.counts = torch.zeros(0, **z)
+        self._pending: list[tuple[Tensor, Tensor]] = []
+        self._n_pending = 0
+
+    def add(self, keys: Int[Tensor, " n"], counts: Int[Tensor, " n"] | None = None) -> None:
+        """Count each key once (or `counts` times)."""
+        counts = torch.ones_like(keys) if counts is None else counts
+        if self.dense:
+            self.table.index_add_(0, keys, counts)
+            return
+        keys, inverse = torch.unique(keys, return_inverse=True)
+        self._pending.append((keys, torch.zeros_like(keys).index_add_(0, inverse, counts)))
+        self._n_pending += len(keys)
+        if self._n_pending > PAIR_CHUNK:
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = torch.cat([self.keys, *(k for k, _ in self._pending)])
+        counts = torch.cat([self.counts, *(c for _, c in self._pending)])
+        self.keys, inverse = torch.unique(keys, return_inverse=True)
+        self.counts = torch.zeros_like(self.keys).index_add_(0, inverse, counts)
+        self._pending, self._n_pending = [], 0
+
+    def finished(self, device: torch.device) -> "PairCounts":
+        """Pending batches merged, moved to `device`."""
+        self._merge()
+        out = PairCounts.__new__(PairCounts)
+        out.__dict__.update(self.__dict__)
+        out.device = device
+        out.table, out.keys, out.counts = (
+            x.to(device) for x in (self.table, self.keys, self.counts)
+        )
+        out._pending, out._n_pending = [], 0
+        return out
+
+    def row(self, a: int) -> Int[Tensor, " d"]:
+        """Counts of latent `a` with every latent."""
+        if self.dense:
+            return self.table[a * self.d : (a + 1) * self.d].clone()
+        self._merge()
+        lo, hi = torch.searchsorted(self.keys, torch.tensor([a * self.d, (a + 1) * self.d]))
+        out = torch.zeros(self.d, dtype=torch.long, device=self.device)
+        out[self.keys[lo:hi] - a * self.d] = self.counts[lo:hi]
+        return out
+
+    def matrix(self) -> Int[Tensor, "d d"]:
+        """The whole table, dense (for small d and for tests)."""
+        if self.dense:
+            return self.table.view(self.d, self.d)
+        self._merge()
+        out = torch.zeros(self.d * self.d, dtype=torch.long, device=self.device)
+        out[self.keys] = self.counts
+        return out.view(self.d, self.d)
+
+
 @dataclass
 class FeatureStats:
     """What one pass found, per latent (all on the CPU)."""
@@ -83,8 +159,8 @@ class FeatureStats:
     sample_keys: Float[Tensor, "d_sae n"]
     hist: Int[Tensor, "d_sae bins"]
     """Counts per `hist_edges()` bin of the non-zero activations."""
-    coact: Int[Tensor, "d_sae d_sae"]
-    """Tokens where both latents fired (diagonal: `fires`)."""
+    coact: PairCounts
+    """Tokens where both latents fired (diagonal: `fires`): `.row(f)`, `.matrix()`."""
     unigram: Int[Tensor, " vocab"]
     """Counts of the counted tokens."""
     prev_unigram: Int[Tensor, " vocab"]
@@ -164,7 +240,7 @@ class FeatureAccumulator:
         self.fires = torch.zeros(d_sae, **z)
         self.act_sum = torch.zeros(d_sae, device=dev, dtype=torch.float64)
         self.hist = torch.zeros(d_sae * nb, **z)
-        self.coact = torch.zeros(d_sae * d_sae, **z)
+        self.coact = PairCounts(d_sae, dev)
         self.unigram = torch.zeros(vocab, **z)
         self.prev_unigram = torch.zeros(vocab, **z)
         self.bigram = torch.zeros(BIGRAM_BUCKETS, **z)
@@ -214,18 +290,25 @@ class FeatureAccumulator:
         if len(rows) == 0:
             return
         per_row = torch.bincount(rows, minlength=n_rows)
-        most = int(per_row.max())
-        if most > 64:  # dense latents: one matrix product beats the pairs
+        if self.coact.dense and int(per_row.max()) > 64:
+            # dense latents: one matrix product beats expanding the pairs
             fired = torch.zeros(n_rows, self.d_sae, device=self.device)
             fired[rows, cols] = 1.0
-            self.coact += (fired.T @ fired).round().long().reshape(-1)
+            self.coact.table += (fired.T @ fired).round().long().reshape(-1)
             return
-        rank = torch.arange(len(rows), device=self.device) - (per_row.cumsum(0) - per_row)[rows]
-        idx = torch.full((n_rows, most), -1, dtype=torch.long, device=self.device)
-        idx[rows, rank] = cols
-        a, b = idx[:, :, None], idx[:, None, :]
-        pairs = (a * self.d_sae + b)[(a >= 0) & (b >= 0)]
-        self.coact += torch.bincount(pairs, minlength=self.d_sae * self.d_sae)
+        # token rows in chunks of at most PAIR_CHUNK pairs (a row with m firings has m^2)
+        starts = per_row.cumsum(0) - per_row  # first firing of each row in `rows`
+        for a, b in _chunk_bounds(per_row.tolist(), PAIR_CHUNK):
+            lo, hi = int(starts[a]), int(starts[b - 1] + per_row[b - 1])
+            r, c, counts = rows[lo:hi] - a, cols[lo:hi], per_row[a:b]
+            most = int(counts.max())
+            if most == 0:
+                continue
+            rank = torch.arange(hi - lo, device=self.device) - (counts.cumsum(0) - counts)[r]
+            idx = torch.full((b - a, most), -1, dtype=torch.long, device=self.device)
+            idx[r, rank] = c
+            x, y = idx[:, :, None], idx[:, None, :]
+            self.coact.add((x * self.d_sae + y)[(x >= 0) & (y >= 0)])
 
     def _windows(self, tokens: Tensor, flat: Tensor, rows: Tensor, latents: Tensor):
         """Token ids and the latent's values in the window around each local row."""
@@ -292,11 +375,25 @@ class FeatureAccumulator:
             sample=_to(_take(s, order), cpu),
             sample_keys=self.sample.keys.gather(1, order).to(cpu),
             hist=self.hist.view(self.d_sae, nb).to(cpu),
-            coact=self.coact.view(self.d_sae, self.d_sae).to(cpu),
+            coact=self.coact.finished(cpu),
             unigram=self.unigram.to(cpu),
             prev_unigram=self.prev_unigram.to(cpu),
             bigram=self.bigram.to(cpu),
         )
+
+
+def _chunk_bounds(per_row: list[int], budget: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) ranges of token rows whose pair expansion, rows x (most firings
+    in the range)^2, stays within `budget` (a row over it alone gets a range of its own)."""
+    out, start, most = [], 0, 0
+    for i, m in enumerate(per_row):
+        most = max(most, m)
+        if i > start and (i - start + 1) * most**2 > budget:
+            out.append((start, i))
+            start, most = i, m
+    if start < len(per_row):
+        out.append((start, len(per_row)))
+    return out
 
 
 def _empty(d_sae: int, n: int, w: int, device: torch.device) -> Examples:
