@@ -29,6 +29,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_damage import damaged_json
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from typer.testing import CliRunner
@@ -82,50 +83,6 @@ def leftovers(folder: Path) -> list[str]:
 # ---------------------------------------------------------------- damaged manifests
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
-    max_leaves=5,
-)
-
-
-def _paths(value, prefix=()) -> list[tuple]:
-    """Every key and list index inside a parsed JSON value, as paths."""
-    if isinstance(value, dict):
-        items = list(value.items())
-    elif isinstance(value, list):
-        items = list(enumerate(value))
-    else:
-        return []
-    return [p for key, child in items for p in [(*prefix, key), *_paths(child, (*prefix, key))]]
-
-
-@st.composite
-def damaged_manifests(draw, text: bytes) -> tuple[str, bytes]:
-    """(kind of damage, manifest.json bytes)."""
-    kind = draw(st.sampled_from(["bytes", "json", "truncate", "flip", "replace", "delete"]))
-    if kind == "bytes":
-        return kind, draw(st.binary(max_size=40))
-    if kind == "json":
-        return kind, json.dumps(draw(json_values)).encode()
-    if kind == "truncate":
-        return kind, text[: draw(st.integers(0, len(text.rstrip()) - 1))]
-    if kind == "flip":
-        at, mask = draw(st.integers(0, len(text) - 1)), draw(st.integers(1, 255))
-        return kind, text[:at] + bytes([text[at] ^ mask]) + text[at + 1 :]
-    manifest = json.loads(text)
-    *parents, key = draw(st.sampled_from(_paths(manifest)))
-    node = manifest
-    for p in parents:
-        node = node[p]
-    if kind == "delete":
-        del node[key]
-    else:
-        node[key] = draw(json_values)
-    where = ".".join(str(p) for p in [*parents, key][:2])
-    return f"{kind} {where}", json.dumps(manifest).encode()
-
-
 def _read_all(folder: Path) -> str:
     """'refused' (a CacheError naming a file of the folder) or 'read' (every tensor checked)."""
     try:
@@ -162,7 +119,7 @@ def _resume_checks(cfg: CaptureConfig, folder: Path) -> str:
 @given(data=st.data())
 def test_damaged_manifest_is_refused_naming_the_file(reference, cfg, data):
     original = (reference / "manifest.json").read_bytes()
-    kind, text = data.draw(damaged_manifests(original))
+    kind, text = data.draw(damaged_json(original))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(shutil.copytree(reference, Path(tmp) / "acts"))
         (folder / "manifest.json").write_bytes(text)

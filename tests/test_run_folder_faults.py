@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_damage import damaged_json
 from typer.testing import CliRunner
 
 from interp.cli import app
@@ -16,14 +17,6 @@ from interp.cli import app
 runner = CliRunner()
 SMALL = ["--tokens", "2048", "--batch-tokens", "512", "--eval-tokens", "256", "--ctx-len", "32"]
 SMALL += ["--batch-size", "8", "--expansion", "2", "--k", "4", "--device", "cpu"]
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
 
 
 @pytest.fixture(scope="module")
@@ -52,33 +45,13 @@ def _copy(finished: Path, tmp_path_factory) -> Path:
     return copy
 
 
-def _damaged_texts(original: bytes):
-    """Random bytes, truncations, arbitrary JSON, and the right JSON with a field removed or
-    replaced."""
-    config = json.loads(original)
-    replaced = st.builds(
-        lambda key, value: json.dumps({**config, key: value}),
-        st.sampled_from(sorted(config)),
-        json_values,
-    )
-    removed = st.sampled_from(sorted(config)).map(
-        lambda key: json.dumps({k: v for k, v in config.items() if k != key})
-    )
-    return st.one_of(
-        st.binary(max_size=64),
-        st.integers(0, len(original) - 1).map(lambda n: original[:n]),
-        json_values.map(lambda v: json.dumps(v).encode()),
-        replaced.map(str.encode),
-        removed.map(str.encode),
-    )
-
-
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_damaged_cfg_json_is_refused_with_one_line(finished, tmp_path_factory, data):
     copy = _copy(finished, tmp_path_factory)
     original = (finished / "cfg.json").read_bytes()
-    text = data.draw(_damaged_texts(original))
+    kinds = ("bytes", "json", "truncate", "replace", "delete")
+    _, text = data.draw(damaged_json(original, kinds, lambda cfg: [(k,) for k in cfg]))
     (copy / "cfg.json").write_bytes(text)
     res = runner.invoke(app, ["train-sae", "--resume", str(copy)])
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception

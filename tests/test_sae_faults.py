@@ -24,6 +24,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_damage import damaged_json
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
@@ -56,13 +57,6 @@ def folder_files(arch: str) -> tuple[bytes, bytes]:
         return (folder / "cfg.json").read_bytes(), (folder / "sae_weights.safetensors").read_bytes()
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
-    max_leaves=5,
-)
-
-
 def _field_paths(cfg: dict) -> list[tuple[str, ...]]:
     """Every key of cfg.json, of its metadata and of our saved config, as paths."""
     meta = cfg["metadata"]
@@ -77,24 +71,9 @@ def _field_paths(cfg: dict) -> list[tuple[str, ...]]:
 def damaged_cfgs(draw) -> tuple[str, str, bytes]:
     """(arch, kind of damage, cfg.json bytes)."""
     arch = draw(st.sampled_from(ARCHS))
-    text = folder_files(arch)[0]
-    kind = draw(st.sampled_from(["bytes", "json", "truncate", "replace", "delete"]))
-    if kind == "bytes":
-        return arch, kind, draw(st.binary(max_size=40))
-    if kind == "json":
-        return arch, kind, json.dumps(draw(json_values)).encode()
-    if kind == "truncate":
-        return arch, kind, text[: draw(st.integers(0, len(text.rstrip()) - 1))]
-    cfg = json.loads(text)
-    *parents, key = draw(st.sampled_from(_field_paths(cfg)))
-    node = cfg
-    for p in parents:
-        node = node[p]
-    if kind == "delete":
-        del node[key]
-    else:
-        node[key] = draw(json_values)
-    return arch, f"{kind} {'.'.join([*parents, key])}", json.dumps(cfg).encode()
+    kinds = ("bytes", "json", "truncate", "replace", "delete")
+    kind, text = draw(damaged_json(folder_files(arch)[0], kinds, _field_paths))
+    return arch, kind, text
 
 
 @st.composite
