@@ -109,8 +109,9 @@ def _load_rng(path: Path) -> dict[str, Any]:
     return state | ({"cuda": cuda} if cuda else {})
 
 
-def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Adam's state as tensors `state.<param>.<key>`, its param_groups as JSON metadata."""
+def save_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """An optimizer's state as safetensors (no pickle): tensors `state.<param>.<key>`, its
+    param_groups as JSON metadata. Also used by other training loops (`interp.align.dpo`)."""
     sd = optimizer.state_dict()
     tensors = {
         f"state.{index}.{key}": (value if torch.is_tensor(value) else torch.tensor(value)).cpu()
@@ -120,7 +121,8 @@ def _save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     save_safetensors(path, tensors, {"param_groups": json.dumps(sd["param_groups"])})
 
 
-def _load_optimizer(path: Path, device: str) -> dict[str, Any]:
+def load_optimizer_state(path: Path, device: str) -> dict[str, Any]:
+    """What `save_optimizer_state` wrote, as `optimizer.load_state_dict` takes it."""
     with safe_open(path, "pt", device=device) as f:
         groups = json.loads(f.metadata()["param_groups"])
         state: dict[int, dict[str, Tensor]] = {}
@@ -153,7 +155,7 @@ def _write(tmp: Path, state: TrainState) -> None:
         dump_json(folder / "sae_config.json", sae.cfg.to_dict())
         tensors = {k: v.detach().cpu() for k, v in sae.state_dict().items()}
         save_safetensors(folder / "weights.safetensors", tensors)
-        _save_optimizer(folder / "optimizer.safetensors", state.optimizers[name])
+        save_optimizer_state(folder / "optimizer.safetensors", state.optimizers[name])
         save_safetensors(folder / "firing.safetensors", state.firing[name].state_dict())
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     meta = {
@@ -295,7 +297,7 @@ def read_checkpoint(folder: Path, make_optimizer: Any) -> TrainState:
         opt = make_optimizer(sae, train_cfg)
         if (sub / "optimizer.safetensors").is_file():
             opt.load_state_dict(
-                _load_optimizer(sub / "optimizer.safetensors", str(sae.W_enc.device))
+                load_optimizer_state(sub / "optimizer.safetensors", str(sae.W_enc.device))
             )
         else:  # format 2
             opt.load_state_dict(torch.load(sub / "optimizer.pt", weights_only=True))

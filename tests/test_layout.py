@@ -52,7 +52,9 @@ def _modules(folder: str) -> list[Path]:
 
 
 def _is_cli(path: Path) -> bool:
-    return path.name in ("cli.py", "cli_common.py", "cli_reference.py", "__main__.py")
+    # cli.py, cli_common.py, cli_reference.py, and a capability's command modules split out of
+    # its cli.py (interp/align/cli_edits.py, cli_train.py)
+    return path.name.startswith("cli") or path.name == "__main__.py"
 
 
 def _capability(module: str) -> str | None:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.config import Float32ModelOptions, JSONConfig, ModelOptions  # noqa: F401 (ModelOptions: re-exported)
+from interp.config import Float32ModelOptions, JSONConfig
 from interp.errors import InterpError
 
 
