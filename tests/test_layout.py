@@ -48,12 +48,18 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def _modules(folder: str) -> list[Path]:
-    return sorted((ROOT / folder).rglob("*.py"))
+    """The tree's Python files, leaving out hidden folders (a benchmark's own venv, caches)."""
+    base = ROOT / folder
+    return sorted(
+        p
+        for p in base.rglob("*.py")
+        if not any(part.startswith(".") for part in p.relative_to(base).parts)
+    )
 
 
 def _is_cli(path: Path) -> bool:
     # cli.py, cli_common.py, cli_reference.py, and a capability's command modules split out of
-    # its cli.py (interp/align/cli_edits.py, cli_train.py)
+    # its cli.py (interp/align/cli_edits.py, cli_train.py, cli_output.py)
     return path.name.startswith("cli") or path.name == "__main__.py"
 
 

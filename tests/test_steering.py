@@ -12,7 +12,7 @@ import torch
 from interp.generation import generate
 from interp.interventions import intervene, store
 from interp.steering.concepts import Pairs, check_pairs, concept_pairs, read_pairs
-from interp.steering.extract import extract, mean_diff, pca_diff, probe
+from interp.steering.extraction import extract, mean_diff, pca_diff, probe
 from interp.steering.gguf import read_gguf, write_gguf
 from interp.steering.io import load_any
 from interp.steering.vector import (
@@ -408,7 +408,7 @@ def test_gguf_export_refuses_what_llama_cpp_cannot_express(tmp_path, model):
 
 
 def test_sae_decoder_direction_is_the_latents_row(tmp_path, model):
-    from interp.steering.extract import from_sae
+    from interp.steering.extraction import from_sae
     from sae import SAE, SAEConfig
     from sae.io import save_sae
 

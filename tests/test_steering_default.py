@@ -12,7 +12,7 @@ import torch
 
 from interp.steering.concepts import concept_pairs
 from interp.steering.evaluate import ablation_eval, sweep
-from interp.steering.extract import extract
+from interp.steering.extraction import extract
 
 pytestmark = pytest.mark.slow
 

@@ -37,7 +37,7 @@ from interp.organism import behaviours as B
 from interp.organism import corpus
 from interp.organism import lexicon as L
 from interp.steering import Pairs, ablate, concept_pairs
-from interp.steering.extract import extract, neutral_texts
+from interp.steering.extraction import extract, neutral_texts
 
 SUITES = ["jailbreak", "over-refusal", "refusal", "bias", "drift"]
 GAP = "pronoun gap (male - female occupations)"

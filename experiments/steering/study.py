@@ -27,7 +27,7 @@ from interp.models import load_model
 from interp.organism import behaviours as B
 from interp.steering.concepts import concept_pairs
 from interp.steering.evaluate import ablation_eval, generate_all, side_effects, sweep, target
-from interp.steering.extract import extract, from_sae
+from interp.steering.extraction import extract, from_sae
 from interp.steering.vector import ablation_hooks
 from interp.viz.html import write_html
 

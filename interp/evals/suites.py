@@ -221,7 +221,7 @@ def drift(s: Subject) -> list[Row]:
             _row("drift", f"LM loss, {family}", bootstrap_mean(loss, seed=s.seed), "nats/token")
         )
     if s.baseline is not None and s.compare_tokens:
-        from interp.steering.extract import neutral_texts
+        from interp.steering.extraction import neutral_texts
 
         kl = lm.document_kl(s.model, s.baseline, s.tokenizer, neutral_texts(2 * n_docs, s.seed))
         est = bootstrap_mean(kl, seed=s.seed)

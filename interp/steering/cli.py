@@ -70,12 +70,12 @@ def extract(cfg: ExtractConfig) -> None:
     _refuse_overwrite(cfg.out, cfg.force)
     model, mid = _model(cfg)
     if cfg.from_sae is not None:
-        from interp.steering.extract import from_sae
+        from interp.steering.extraction import from_sae
 
         vector = from_sae(cfg.from_sae, cfg.feature, model=model, model_id=mid)
     else:
         from interp.steering.concepts import concept_pairs, read_pairs
-        from interp.steering.extract import extract as run_extract
+        from interp.steering.extraction import extract as run_extract
 
         pairs = read_pairs(cfg.pairs) if cfg.pairs else concept_pairs(cfg.concept, cfg.n, cfg.seed)
         vector = run_extract(

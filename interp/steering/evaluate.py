@@ -30,7 +30,7 @@ from interp.metrics import masked_mean, next_token_ce, next_token_kl
 from interp.organism import behaviours as B
 from interp.organism import corpus
 from interp.organism import lexicon as L
-from interp.steering.extract import neutral_texts
+from interp.steering.extraction import neutral_texts
 from interp.steering.vector import SteeringError, SteeringVector, ablation_hooks
 
 

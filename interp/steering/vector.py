@@ -211,8 +211,8 @@ class SteeringVector:
 
     @classmethod
     def from_pairs(cls, model: Any, pairs: Any, layers: Sequence[int], **kwargs: Any):
-        """`interp.steering.extract.extract(model, pairs, layers, ...)`."""
-        from interp.steering.extract import extract
+        """`interp.steering.extraction.extract(model, pairs, layers, ...)`."""
+        from interp.steering.extraction import extract
 
         return extract(model, pairs, layers, **kwargs)
 
@@ -220,14 +220,14 @@ class SteeringVector:
     def from_concept(cls, model: Any, concept: str, layers: Sequence[int], **kwargs: Any):
         """A built-in concept set of the default model (`interp.steering.concepts`)."""
         from interp.steering.concepts import concept_pairs
-        from interp.steering.extract import extract
+        from interp.steering.extraction import extract
 
         return extract(model, concept_pairs(concept), layers, concept=concept, **kwargs)
 
     @classmethod
     def from_sae(cls, folder: str | Path, feature: int, **kwargs: Any):
-        """An SAE latent's decoder direction (`interp.steering.extract.from_sae`)."""
-        from interp.steering.extract import from_sae
+        """An SAE latent's decoder direction (`interp.steering.extraction.from_sae`)."""
+        from interp.steering.extraction import from_sae
 
         return from_sae(folder, feature, **kwargs)
 
