@@ -13,10 +13,13 @@ logit(" I") - logit(" Sure") after "User: ...\nAssistant:" (it answers harmful r
 - plain LIME: `LimeTextExplainer()` defaults (5,000 samples, word split), classifier_fn = the
   same f, in chunks of 64 strings (tuned) on the fp32 model.
 - interp: `explain_shap` (Partition, token masking, max_evals 500) and `explain_lime` (1,000
-  samples, the default; and 5,000, to compare the rate at LIME's own sample count), fp32.
+  samples, the default; and 5,000, to compare the rate at LIME's own sample count), fp32, on
+  the bridge returned by `load_model`. Their masked rows are scored over their prefix tree
+  by the bridge's HF modules (`interp.explain.scoring`), Partition's masks in one batch.
 
 Each row is the mean over the texts of the wall time per text and of the model evaluations per
-second (masked inputs asked for / wall time). A warm-up text runs first for every method; then
+second (masked inputs asked for / wall time); the JSON also holds the machine's load averages
+(`os.getloadavg`) before and after. A warm-up text runs first for every method; then
 the methods take turns text by text, so that the shared machine's changing load falls on all.
 
     python experiments/bench/explain.py --out bench_explain.json
@@ -24,6 +27,7 @@ the methods take turns text by text, so that the shared machine's changing load 
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
@@ -166,6 +170,7 @@ def main() -> None:
     runs["LIME defaults, 5000 samples, chunks of 64, fp32 (tuned)"] = plain_lime(fp32, tokenizer)
     runs["interp LIME, 5000 samples"] = interp_lime(bridge, 5000)
     runs["interp LIME, 1000 samples (default)"] = interp_lime(bridge, 1000)
+    load_before = os.getloadavg()
     rows = measure(runs, prompts, warmup)
     n_tokens = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompts]
     result = {
@@ -174,8 +179,11 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "texts": prompts,
         "tokens_per_text": n_tokens,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "rows": rows,
     }
+    print("load average (1, 5, 15 min) before", load_before, "after", result["load_average_after"])
     width = max(map(len, rows))
     print(f"{'method':<{width}}  s/text  evals/s")
     for name, r in rows.items():

@@ -32,13 +32,19 @@ DEFAULT_SAMPLES = 1000
 
 def masks_of(strings: list[str], n: int) -> np.ndarray:
     """The masks [len(strings), n] that LIME's perturbed strings of "0 1 ... n-1" stand for."""
-    masks = np.zeros((len(strings), n), dtype=bool)
-    for i, s in enumerate(strings):
-        words = s.split(" ")
-        if len(words) != n or any(w not in (str(j), MASKED) for j, w in enumerate(words)):
-            raise ExplainError(f"LIME passed an unexpected perturbation {s!r} of {n} positions")
-        masks[i] = [w != MASKED for w in words]
-    return masks
+    words = [s.split(" ") for s in strings]
+    if any(len(w) != n for w in words):
+        bad = next(s for s, w in zip(strings, words, strict=True) if len(w) != n)
+        raise ExplainError(f"LIME passed an unexpected perturbation {bad!r} of {n} positions")
+    table = np.array(words, dtype=str).reshape(len(strings), n)
+    kept = table == np.array([str(j) for j in range(n)])[None]
+    wrong = ~kept & (table != MASKED)
+    if wrong.any():
+        raise ExplainError(
+            f"LIME passed an unexpected perturbation {strings[int(wrong.any(1).argmax())]!r} "
+            f"of {n} positions"
+        )
+    return kept
 
 
 def lime_weights(
@@ -90,11 +96,14 @@ def explain_lime(
     num_samples: int = DEFAULT_SAMPLES,
     batch_size: int = 128,
     seed: int = 0,
+    fast: bool = True,
 ) -> Attribution:
     """LIME weights of each token of `text` for `target` (see the module docstring); `extra`
-    holds the local fit's R^2 (`score`)."""
+    holds the local fit's R^2 (`score`). `fast=False` scores every mask with the bridge itself
+    rather than the prefix-tree path (`interp.explain.scoring`; the same values to float32
+    round-off)."""
     prepared = prepare(model, text, target)
-    scorer = RowScorer(model, prepared, batch_size)
+    scorer = RowScorer(model, prepared, batch_size, fast)
     start = time.perf_counter()
     weights, intercept, r2 = lime_weights(prepared.ids, scorer, baseline, num_samples, seed)
     seconds = time.perf_counter() - start
@@ -110,5 +119,10 @@ def explain_lime(
         target.describe(),
         evaluations,
         seconds,
-        {"score": r2, "forward_rows": scorer.forward_rows, "num_samples": num_samples},
+        {
+            "score": r2,
+            "forward_rows": scorer.forward_rows,
+            "positions": scorer.positions,
+            "num_samples": num_samples,
+        },
     )

@@ -4,7 +4,9 @@
 is removed (`interp.explain.masking`), so nothing is decoded and re-tokenised. Its clustering for
 the Partition explainer is a balanced binary tree over contiguous tokens (neighbouring tokens are
 grouped first, as shap's Text masker groups words). The model function is `RowScorer`, batched
-on the device with duplicate rows run once.
+on the device with duplicate rows run once. The masks Partition is sure to ask for
+(`partition_masks`: with the default 500 evaluations, all of them for texts of up to ~20
+tokens) are scored up front in one batch, and shap's calls then find them scored.
 
 Both explainers satisfy efficiency: sum_j values[j] = f(x) - f(all masked).
 """
@@ -16,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import shap
 from jaxtyping import Int
+from shap.explainers._partition import make_masks
 from torch import Tensor
 
 from interp.explain.attribution import Attribution
@@ -42,6 +45,44 @@ def contiguous_tree(n: int) -> np.ndarray:
 
     build(0, n)
     return np.array(rows, dtype=float).reshape(-1, 4)
+
+
+def partition_masks(n: int, budget: int, batch_size: int) -> np.ndarray:
+    """The masks [k, n] (True = kept) that shap's Partition explainer (`fixed_context=None`)
+    is sure to evaluate on `contiguous_tree(n)` within `budget` evaluations and rounds of
+    `batch_size`: all masked, all kept, then whole levels of its recursion.
+
+    Each queued (context, cluster) pair with cluster = left + right evaluates context + left and
+    context + right, and queues (context, left), (context, right), (context + right, left) and
+    (context + left, right). A level is sure to be evaluated whole when every level above it
+    was, it fits one round and the budget holds it; when the whole tree fits the budget, every
+    level is (then the order of evaluation cannot change which masks are evaluated).
+    """
+    tree = contiguous_tree(n)
+    leaves = np.asarray(make_masks(tree).todense(), dtype=bool)
+    masks = [np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]
+    levels, queue = [], [(np.zeros(n, dtype=bool), 2 * n - 2)]
+    while queue:
+        level, below = [], []
+        for context, node in queue:
+            if node < n:
+                continue
+            left, right = (int(c) for c in tree[node - n, :2])
+            with_left, with_right = context | leaves[left], context | leaves[right]
+            level += [with_left, with_right]
+            below += [(context, left), (context, right), (with_right, left), (with_left, right)]
+        if level:
+            levels.append(level)
+        queue = below
+    if sum(map(len, levels)) <= budget:
+        return np.array(masks + [m for level in levels for m in level])
+    used = 0
+    for level in levels:
+        if len(level) > batch_size + 1 or used + len(level) > budget:
+            break
+        masks += level
+        used += len(level)
+    return np.array(masks)
 
 
 class TokenMasker(shap.maskers.Masker):
@@ -86,6 +127,10 @@ def shap_values(
     masker = TokenMasker(baseline)
     if method == "partition":
         explainer = shap.PartitionExplainer(score, masker)
+        prefetch = getattr(score, "prefetch", None)
+        if prefetch is not None:  # one batch for the masks shap is sure to ask for
+            masks = partition_masks(len(x), max_evals - 2, batch_size)
+            prefetch(np.where(masks, x[None], masker.fill))
     else:
         explainer = shap.PermutationExplainer(score, masker, seed=seed)
     # Permutation needs at least 2 * pos + 1 evaluations for one permutation.
@@ -105,14 +150,17 @@ def explain_shap(
     max_evals: int = 500,
     batch_size: int = 128,
     seed: int = 0,
+    fast: bool = True,
 ) -> Attribution:
     """SHAP values of each token of `text` for `target` (see the module docstring).
 
     `baseline`: the token id a masked token becomes (e.g. the pad id), or None to remove masked
-    tokens. `max_evals` bounds the model evaluations (shap's own default is 500).
+    tokens. `max_evals` bounds the model evaluations (shap's own default is 500). `fast=False`
+    scores every mask with the bridge itself rather than the prefix-tree path
+    (`interp.explain.scoring`; the same values to float32 round-off).
     """
     prepared = prepare(model, text, target)
-    scorer = RowScorer(model, prepared, batch_size)
+    scorer = RowScorer(model, prepared, batch_size, fast)
     start = time.perf_counter()
     values, base, full = shap_values(
         prepared.ids, scorer, baseline, method, max_evals, batch_size, seed
@@ -129,5 +177,10 @@ def explain_shap(
         target.describe(),
         scorer.evaluations - 1,
         seconds,
-        {"forward_rows": scorer.forward_rows, "baseline": baseline, "sum_check": full},
+        {
+            "forward_rows": scorer.forward_rows,
+            "positions": scorer.positions,
+            "baseline": baseline,
+            "sum_check": full,
+        },
     )
