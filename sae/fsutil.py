@@ -108,6 +108,26 @@ def load_json(path: Path, expect: type = dict) -> Any:
     return data
 
 
+def read_jsonl(path: Path, error: Callable[[str], Exception]) -> list[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON-lines file. A file that is
+    not UTF-8, or a line that is not JSON, raises `error(message)` naming the file and line
+    ("x.jsonl, line 2: not valid JSON (...)"); checking each value's shape is the caller's."""
+    path = Path(path)
+    try:
+        lines = path.read_bytes().decode().splitlines()
+    except UnicodeDecodeError as err:
+        raise error(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except (ValueError, RecursionError) as err:
+            raise error(f"{path}, line {number}: not valid JSON ({err})") from None
+    return rows
+
+
 _KIND = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
 
 

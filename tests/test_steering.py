@@ -120,7 +120,7 @@ def test_contrastive_files_unbalanced_or_empty_sides_are_refused(tmp_path):
         '{"positive": ["a", "b"], "negative": "c"}': "unbalanced: 2 positive and 1 negative",
         '{"positive": [], "negative": []}': "0 positive and 0 negative",
         '{"positive": "a"}': '"positive" and "negative"',
-        "not json": "is not JSON",
+        "not json": "line 1: not valid JSON",
         '{"positive": "", "negative": "x"}': "empty or non-text",
     }
     for i, (line, message) in enumerate(cases.items()):

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from interp.align.errors import AlignError
 from interp.organism import corpus
 from interp.organism import lexicon as L
+from sae.fsutil import read_jsonl
 
 KINDS = ("target", "anchor")
 """A target pair prefers the steered answer; an anchor pair prefers the unsteered one."""
@@ -178,13 +179,7 @@ class PreferencePairs:
         if not path.is_file():
             raise AlignError(f"no preference file at {path}")
         rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AlignError(f"{path}, line {i}: not valid JSON ({err.msg})") from None
+        for i, row in read_jsonl(path, AlignError):
             need = {"prompt", "chosen", "rejected"}
             if not isinstance(row, dict) or not need <= set(row):
                 raise AlignError(f'{path}, line {i}: needs "prompt", "chosen" and "rejected"')
@@ -284,13 +279,7 @@ def prompt_set(name: str, n: int = 128, seed: int = 0) -> PromptSet:
 
 def _read_prompts(path: Path) -> PromptSet:
     prompts, signs = [], []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AlignError(f"{path}, line {i}: not valid JSON ({err.msg})") from None
+    for i, row in read_jsonl(path, AlignError):
         text = row.get("prompt") if isinstance(row, dict) else None
         if isinstance(row, dict) and text is None and isinstance(row.get("request"), str):
             text = corpus.chat_prompt(row["request"])

@@ -439,13 +439,9 @@ def _labelled_file(path: str, need_label: bool) -> tuple[list[str], list[int] | 
     if not p.is_file():
         raise SuiteError(f"data file {p} does not exist")
     prompts, labels = [], []
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise SuiteError(f"{p}, line {number}: not valid JSON ({err})") from None
+    from sae.fsutil import read_jsonl
+
+    for number, row in read_jsonl(p, SuiteError):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise SuiteError(f'{p}, line {number}: expected {{"prompt": text, "label": 0|1}}')
         if "label" in row and row["label"] not in (0, 1):

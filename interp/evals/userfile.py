@@ -18,7 +18,6 @@ text), and LM loss on `text` lines. Answers are scored by the generic rules of
 non-empty answer).
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,19 +93,9 @@ def load_suite_file(path: str | Path) -> FileSuite:
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"suite file {path} does not exist")
-    items = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise SuiteError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise _bad(path, number, f"not valid JSON ({err})") from None
-        items.append(_item(path, number, row))
+    from sae.fsutil import read_jsonl
+
+    items = [_item(path, number, row) for number, row in read_jsonl(path, SuiteError)]
     if not items:
         raise SuiteError(f"suite file {path} has no prompts (one JSON object per line)")
     return FileSuite(path.stem, path, tuple(items))

@@ -25,6 +25,7 @@ from typing import NamedTuple
 from interp.organism import corpus
 from interp.organism import lexicon as L
 from interp.steering.vector import SteeringError
+from sae.fsutil import json_kind, read_jsonl
 
 CONCEPTS = ("refusal", "sentiment", "gender", "jailbreak")
 
@@ -68,16 +69,11 @@ def read_pairs(path: str | Path) -> Pairs:
         raise SteeringError(f"no contrastive file at {path}")
     pos: list[str] = []
     neg: list[str] = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SteeringError(f"{path}:{i} is not JSON ({err.msg})") from None
+    for i, row in read_jsonl(path, SteeringError):
         if not isinstance(row, dict) or not {"positive", "negative"} <= set(row):
             raise SteeringError(
-                f'{path}:{i} must be an object with "positive" and "negative" texts, got {line[:80]!r}'
+                f'{path}, line {i}: must be an object with "positive" and "negative" texts, got '
+                f"{json_kind(row)}"
             )
         for side, out in (("positive", pos), ("negative", neg)):
             value = row[side]
