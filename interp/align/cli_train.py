@@ -54,7 +54,7 @@ def _checked_inputs(cfg: PairOptions) -> Any:
     return vector
 
 
-def _make_pairs(cfg: PairOptions, vector: Any, saved: Path | None) -> Any:
+def _make_pairs(cfg: PairOptions, vector: Any, saved: Path | None, bridge: Any = None) -> Any:
     """The run's pairs: --pairs, a resumed run's own, or made from the vector's answers."""
     from interp.align.pairs import PreferencePairs, preference_pairs, prompt_set
 
@@ -64,7 +64,8 @@ def _make_pairs(cfg: PairOptions, vector: Any, saved: Path | None) -> Any:
         return PreferencePairs.load(saved)
     from interp.models import load_model, model_id
 
-    bridge = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    if bridge is None:
+        bridge = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     target = prompt_set(cfg.prompts, cfg.n_prompts, cfg.seed)
     anchors = [] if cfg.anchors == "none" else prompt_set(cfg.anchors, cfg.n_anchors, cfg.seed)[0]
     t0 = time.perf_counter()
@@ -155,8 +156,8 @@ def bipo_run(cfg: BiPOConfig) -> None:
             f"model types {', '.join(BAKE_ARCHS)}; this model is {model_type(model)!r}. Train the "
             "vector alone with the Python API (interp.align.train_bipo)"
         )
-    pairs = _make_pairs(cfg, vector, None)
     bridge = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    pairs = _make_pairs(cfg, vector, None, bridge)  # the bridge that trains makes the pairs too
     settings = dataclasses.replace(cfg.bipo, seed=cfg.seed)
     with ProgressBar("BiPO", unit="steps") as bar:
         result = train_bipo(
